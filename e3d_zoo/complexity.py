@@ -1,0 +1,141 @@
+"""Params, MACs, tinynas FLOPs and layer counts: pure functions of an ArchSpec.
+
+Conventions are those of ``shared/reference/E3D_DEFINITIONS.md``:
+
+* ``macs``: conv + linear multiply-adds at integer feature sizes (what the built
+  module computes; the paper's GFLOPs column, and ``torch.utils.flop_counter``/2).
+* ``tinynas_flops``: the reference search's budget unit. It also counts BatchNorm,
+  ReLU and AvgPool-shortcut element ops, and uses *float* spatial sizes
+  (R divided by the product of strides so far, never rounded).
+"""
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+from .spec import ArchSpec, BlockSpec
+
+
+class ConvLayer(NamedTuple):
+    """One conv of the built network, at integer sizes: what macs and latency tables see."""
+
+    block: int          # top-level block index
+    layer: int          # residual layer index inside the block (0 for plain blocks)
+    role: str           # "conv" | "pw1" | "dw" | "pw2"
+    cin: int
+    cout: int
+    groups: int
+    kt: int
+    k: int
+    stride: int
+    t: int
+    h_in: int
+    w_in: int
+    h_out: int
+    w_out: int
+
+    @property
+    def macs(self) -> int:
+        return (self.t * self.h_out * self.w_out * self.cout
+                * (self.cin // self.groups) * self.kt * self.k * self.k)
+
+
+def conv_out(r: int, k: int, s: int) -> int:
+    """Output size of a conv with padding k//2 (and of the ceil-mode AvgPool shortcut)."""
+    return (r + 2 * (k // 2) - k) // s + 1
+
+
+def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, tuple):
+        return size
+    return size, size
+
+
+def conv_layers(spec: ArchSpec, frames: int, size: int | tuple[int, int]) -> Iterator[ConvLayer]:
+    h, w = _hw(size)
+    for bi, b in enumerate(spec.blocks):
+        if not b.is_super:
+            ho, wo = conv_out(h, b.k, b.stride), conv_out(w, b.k, b.stride)
+            yield ConvLayer(bi, 0, "conv", b.in_channels, b.out_channels, 1, b.kt, b.k,
+                            b.stride, frames, h, w, ho, wo)
+            h, w = ho, wo
+            continue
+        for j, (c, o, s) in enumerate(b.residual_layers()):
+            ho, wo = conv_out(h, b.k, s), conv_out(w, b.k, s)
+            yield ConvLayer(bi, j, "pw1", c, b.btn, 1, 1, 1, 1, frames, h, w, h, w)
+            yield ConvLayer(bi, j, "dw", b.btn, b.btn, b.btn, b.kt, b.k, s, frames, h, w, ho, wo)
+            yield ConvLayer(bi, j, "pw2", b.btn, o, 1, 1, 1, 1, frames, ho, wo, ho, wo)
+            h, w = ho, wo
+
+
+def head_params(spec: ArchSpec, num_classes: int | None) -> int:
+    if num_classes is None:
+        return 0
+    f, hid = spec.num_features, spec.head_hidden
+    if hid:
+        return f * hid + hid + (hid * num_classes + num_classes if num_classes else 0)
+    return f * num_classes + num_classes if num_classes else 0
+
+
+def block_params(b: BlockSpec) -> int:
+    if not b.is_super:
+        return b.in_channels * b.out_channels * b.kt * b.k * b.k + 2 * b.out_channels
+    total = 0
+    for c, o, _ in b.residual_layers():
+        total += c * b.btn + 2 * b.btn + b.btn * b.kt * b.k * b.k + 2 * b.btn + b.btn * o + 2 * o
+    return total
+
+
+def params(spec: ArchSpec, num_classes: int | None = 400) -> int:
+    """Trainable parameters; ``num_classes=None`` counts the backbone without the head."""
+    return sum(block_params(b) for b in spec.blocks) + head_params(spec, num_classes)
+
+
+def macs(spec: ArchSpec, frames: int, size: int | tuple[int, int],
+         num_classes: int | None = 400) -> int:
+    """Conv + linear multiply-adds for one clip (the paper's GFLOPs column)."""
+    total = sum(layer.macs for layer in conv_layers(spec, frames, size))
+    if num_classes is not None:
+        f, hid = spec.num_features, spec.head_hidden
+        total += f * hid + hid * num_classes if hid else f * num_classes
+    return total
+
+
+def block_tinynas_flops(b: BlockSpec, frames: int, r_in: float) -> float:
+    T = frames
+    r_out = r_in / b.stride
+    if not b.is_super:
+        return T * r_out ** 2 * (b.in_channels * b.out_channels * b.kt * b.k ** 2 + 3 * b.out_channels)
+    total = 0.0
+    bt = b.btn
+    for c, o, s in b.residual_layers():
+        ri2 = r_in ** 2
+        ro = r_in / s
+        ro2 = ro ** 2
+        f = (ri2 * (c * bt + 2 * bt)
+             + ro2 * (bt * b.kt * b.k ** 2 + 2 * bt)
+             + ro2 * (bt * o + 2 * o)
+             + ri2 * bt + ro2 * (bt + o))
+        if s == 2 and c == o:
+            f += ri2 * c
+        total += T * f
+        r_in = ro
+    return total
+
+
+def tinynas_flops(spec: ArchSpec, frames: int, size: int) -> float:
+    """FLOPs in the reference search's convention (float spatial sizes)."""
+    r = float(size)
+    total = 0.0
+    for b in spec.blocks:
+        total += block_tinynas_flops(b, frames, r)
+        r = r / b.stride
+    return total
+
+
+def block_layers(b: BlockSpec) -> int:
+    return 3 * b.L if b.is_super else 1
+
+
+def num_layers(spec: ArchSpec) -> int:
+    """1 per plain conv block + 3 per residual layer (E3D-S: 83)."""
+    return sum(block_layers(b) for b in spec.blocks)

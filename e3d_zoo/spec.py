@@ -1,0 +1,370 @@
+"""ArchSpec: the searched-architecture format (parse, validate, serialize).
+
+An architecture is a list of top-level blocks in the reference implementation's
+vocabulary (``class``, ``in``, ``out``, ``s``, ``kt``, ``k``, ``L``, ``btn``), plus
+the default clip shape it was designed for and where it came from. Everything else
+(params, FLOPs, layers, STEntr-Score, the nn.Module) is derived from a spec.
+
+File format (``schema_version`` 1)::
+
+    {
+      "schema": "e3d-arch",
+      "schema_version": 1,
+      "name": "e3d_s",
+      "frames": 13,
+      "size": 160,
+      "head_hidden": 2048,
+      "blocks": [{"class": "Conv3DKXBNRELU", "in": 3, "out": 24, "s": 2, "kt": 1, "k": 3}, ...],
+      "provenance": {"source": "...", "budgets": {...}, "score": ..., "seed": ..., "date": "..."},
+      "notes": "..."
+    }
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import pprint
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from .atomic import atomic_write_text
+from .errors import ArchError
+
+SCHEMA = "e3d-arch"
+SCHEMA_VERSION = 1
+
+CONV = "Conv3DKXBNRELU"
+SUPER = "SuperRes3DK1DWK1"
+BLOCK_CLASSES = (CONV, SUPER)
+
+_CONV_FIELDS = ("class", "in", "out", "s", "kt", "k")
+_SUPER_FIELDS = ("class", "in", "out", "s", "kt", "k", "L", "btn")
+_TOP_FIELDS = ("schema", "schema_version", "name", "frames", "size", "head_hidden",
+               "blocks", "provenance", "notes")
+# Keys the TinyNAS text may carry that do not change the network we build.
+_TINYNAS_IGNORED_KEYS = ("nbitsA", "nbitsW")
+
+DEFAULT_HEAD_HIDDEN = 2048
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One top-level block. A super-block (``SUPER``) expands into ``L`` residual layers."""
+
+    kind: str
+    in_channels: int
+    out_channels: int
+    stride: int
+    kt: int
+    k: int
+    L: int = 1
+    btn: int = 0  # bottleneck width; 0 for plain conv blocks
+
+    @property
+    def is_super(self) -> bool:
+        return self.kind == SUPER
+
+    def residual_layers(self) -> Iterator[tuple[int, int, int]]:
+        """(in_channels, out_channels, stride) of each residual layer of a super-block."""
+        for j in range(self.L):
+            if j == 0:
+                yield self.in_channels, self.out_channels, self.stride
+            else:
+                yield self.out_channels, self.out_channels, 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"class": self.kind, "in": self.in_channels, "out": self.out_channels,
+             "s": self.stride, "kt": self.kt, "k": self.k}
+        if self.is_super:
+            d["L"] = self.L
+            d["btn"] = self.btn
+        return d
+
+    def key(self) -> tuple:
+        return (self.kind, self.in_channels, self.out_channels, self.stride, self.kt, self.k,
+                self.L, self.btn)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A validated architecture. Build one with :func:`load_arch` or :meth:`from_dict`."""
+
+    blocks: tuple[BlockSpec, ...]
+    frames: int
+    size: int
+    name: str | None = None
+    head_hidden: int = DEFAULT_HEAD_HIDDEN
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+    # ---- derived structure -------------------------------------------------
+    @property
+    def in_chans(self) -> int:
+        return self.blocks[0].in_channels
+
+    @property
+    def num_features(self) -> int:
+        """Channels entering the classifier head (the last block's out)."""
+        return self.blocks[-1].out_channels
+
+    def stage_ends(self) -> list[int]:
+        """Index of the last block of each stage.
+
+        Stages split at the stride-2 blocks: every stride-2 block after the first
+        starts a new stage, so E3D's five stride-2 blocks give five stages.
+        """
+        starts = [i for i, b in enumerate(self.blocks) if b.stride == 2]
+        if not starts or starts[0] != 0:
+            starts = [0] + starts
+        ends = [s - 1 for s in starts[1:]] + [len(self.blocks) - 1]
+        return ends
+
+    def key(self) -> tuple:
+        """Hashable identity of the network (blocks only), for deduplication."""
+        return tuple(b.key() for b in self.blocks)
+
+    def with_blocks(self, blocks: Iterable[BlockSpec], **changes: Any) -> "ArchSpec":
+        return replace(self, blocks=tuple(blocks), **changes)
+
+    def replace(self, **changes: Any) -> "ArchSpec":
+        return replace(self, **changes)
+
+    # ---- derived numbers (one source of truth: complexity.py and stentr.py) ----
+    def summary(self, frames: int | None = None, size: int | None = None,
+                num_classes: int = 400) -> dict[str, Any]:
+        from . import complexity, stentr
+
+        T = self.frames if frames is None else frames
+        R = self.size if size is None else size
+        return {
+            "name": self.name,
+            "frames": T,
+            "size": R,
+            "params": complexity.params(self, num_classes=num_classes),
+            "params_backbone": complexity.params(self, num_classes=None),
+            "macs": complexity.macs(self, T, R, num_classes=num_classes),
+            "tinynas_flops": complexity.tinynas_flops(self, T, R),
+            "layers": complexity.num_layers(self),
+            "stentr": stentr.stentr_score(self, T, R),
+            "num_classes": num_classes,
+        }
+
+    # ---- serialization -----------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "frames": self.frames,
+            "size": self.size,
+            "head_hidden": self.head_hidden,
+            "blocks": [b.to_dict() for b in self.blocks],
+            "provenance": dict(self.provenance),
+            "notes": self.notes,
+        }
+
+    def to_json(self) -> str:
+        """Canonical text: loading it and writing it again gives the same bytes."""
+        return _dump_json(self.to_dict())
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | None = None) -> "ArchSpec":
+        return _parse(data, source or "<arch>")
+
+    @classmethod
+    def from_json(cls, text: str, source: str | None = None) -> "ArchSpec":
+        where = source or "<arch>"
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArchError(f"{where}: not valid JSON: {exc.msg} at line {exc.lineno} "
+                            f"column {exc.colno}") from None
+        return _parse(data, where)
+
+    # ---- TinyNAS structure text --------------------------------------------
+    def to_tinynas_text(self) -> str:
+        """The reference implementation's ``best_structures`` Python literal."""
+        payload = {"best_structures": [[b.to_dict() for b in self.blocks]],
+                   "space_arch": "CnnNet"}
+        return pprint.pformat(payload, sort_dicts=False, width=100) + "\n"
+
+    @classmethod
+    def from_tinynas_text(cls, text: str, *, frames: int, size: int, index: int = 0,
+                          name: str | None = None, source: str | None = None) -> "ArchSpec":
+        where = source or "<tinynas>"
+        try:
+            data = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+            raise ArchError(f"{where}: not a Python literal (TinyNAS structure text): {exc}") from None
+        if isinstance(data, Mapping):
+            if "best_structures" not in data:
+                raise ArchError(f"{where}: expected a dict with key 'best_structures', "
+                                f"found keys {sorted(map(str, data))}")
+            structures = data["best_structures"]
+        else:
+            structures = data
+        if not isinstance(structures, (list, tuple)) or not structures:
+            raise ArchError(f"{where}: best_structures: expected a non-empty list, found "
+                            f"{type(structures).__name__}")
+        if isinstance(structures[0], Mapping):  # a single structure, not a list of them
+            structures = [structures]
+        if not isinstance(index, int) or not 0 <= index < len(structures):
+            raise ArchError(f"{where}: best_structures[{index}]: index out of range "
+                            f"(the file holds {len(structures)} structure(s))")
+        blocks = []
+        for b in structures[index]:
+            if isinstance(b, Mapping):
+                b = {k: v for k, v in b.items() if k not in _TINYNAS_IGNORED_KEYS}
+            blocks.append(b)
+        provenance = {"source": "tinynas", "tinynas_index": index}
+        if source:
+            provenance["file"] = os.path.basename(source)
+        data = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": name,
+                "frames": frames, "size": size, "blocks": blocks, "provenance": provenance}
+        return _parse(data, f"{where}: best_structures[{index}]")
+
+
+def _dump_json(data: Any) -> str:
+    """Indented JSON with one block per line, so diffs of searched archs read well."""
+    blocks = data.get("blocks")
+    if not isinstance(blocks, list):
+        return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    marker = "__E3D_BLOCKS__"
+    text = json.dumps({**data, "blocks": marker}, indent=1, ensure_ascii=False)
+    rows = ",\n".join("  " + json.dumps(b, ensure_ascii=False) for b in blocks)
+    return text.replace(json.dumps(marker), "[\n" + rows + "\n ]") + "\n"
+
+
+def load_arch(path: str | os.PathLike, *, frames: int | None = None,
+              size: int | None = None) -> ArchSpec:
+    """Load an arch JSON file, or TinyNAS structure text (``.txt``/``.py``).
+
+    TinyNAS text has no clip shape, so ``frames`` and ``size`` are required for it.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArchError(f"{path}: no such architecture file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArchError(f"{path}: cannot read: {exc}") from None
+    if path.suffix.lower() in (".txt", ".py") or text.lstrip().startswith(("{'", "[{'")):
+        if frames is None or size is None:
+            raise ArchError(f"{path}: TinyNAS structure text has no clip shape; "
+                            "pass frames and size (--frames/--size)")
+        return ArchSpec.from_tinynas_text(text, frames=frames, size=size, source=str(path),
+                                          name=path.stem)
+    spec = ArchSpec.from_json(text, source=str(path))
+    if frames is not None or size is not None:
+        spec = spec.replace(frames=frames or spec.frames, size=size or spec.size)
+        _check_clip(spec, str(path))
+    return spec
+
+
+# ---- validation ------------------------------------------------------------
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int_field(d: Mapping, key: str, where: str, *, minimum: int = 1) -> int:
+    if key not in d:
+        raise ArchError(f"{where}.{key}: missing (expected an integer >= {minimum})")
+    v = d[key]
+    if not _is_int(v):
+        raise ArchError(f"{where}.{key}: expected an integer >= {minimum}, found {v!r}")
+    if v < minimum:
+        raise ArchError(f"{where}.{key}: expected an integer >= {minimum}, found {v}")
+    return v
+
+
+def _parse_block(d: Any, where: str) -> BlockSpec:
+    if not isinstance(d, Mapping):
+        raise ArchError(f"{where}: expected an object with fields {list(_SUPER_FIELDS)}, "
+                        f"found {type(d).__name__}")
+    kind = d.get("class")
+    if kind not in BLOCK_CLASSES:
+        raise ArchError(f"{where}.class: unknown block class {kind!r}; expected one of "
+                        f"{list(BLOCK_CLASSES)}")
+    allowed = _SUPER_FIELDS if kind == SUPER else _CONV_FIELDS
+    unknown = [str(k) for k in d if k not in allowed]
+    if unknown:
+        raise ArchError(f"{where}: unknown field(s) {unknown} for {kind}; expected only "
+                        f"{list(allowed)}")
+    cin = _int_field(d, "in", where)
+    cout = _int_field(d, "out", where)
+    s = _int_field(d, "s", where)
+    if s not in (1, 2):
+        raise ArchError(f"{where}.s: expected stride 1 or 2, found {s}")
+    kt = _int_field(d, "kt", where)
+    k = _int_field(d, "k", where)
+    for name, v in (("kt", kt), ("k", k)):
+        if v % 2 == 0:
+            raise ArchError(f"{where}.{name}: expected an odd kernel size, found {v}")
+    if kind == SUPER:
+        L = _int_field(d, "L", where)
+        btn = _int_field(d, "btn", where)
+        return BlockSpec(kind, cin, cout, s, kt, k, L, btn)
+    return BlockSpec(kind, cin, cout, s, kt, k)
+
+
+def _check_clip(spec: ArchSpec, where: str) -> None:
+    if not _is_int(spec.frames) or spec.frames < 1:
+        raise ArchError(f"{where}.frames: expected an integer >= 1, found {spec.frames!r}")
+    n_down = sum(1 for b in spec.blocks if b.stride == 2)
+    need = 2 ** n_down
+    if not _is_int(spec.size) or spec.size < need:
+        raise ArchError(f"{where}.size: expected an integer >= {need} (the network downsamples "
+                        f"{n_down} times), found {spec.size!r}")
+
+
+def _parse(data: Any, where: str) -> ArchSpec:
+    if not isinstance(data, Mapping):
+        raise ArchError(f"{where}: expected a JSON object, found {type(data).__name__}")
+    unknown = [str(k) for k in data if k not in _TOP_FIELDS]
+    if unknown:
+        raise ArchError(f"{where}: unknown top-level field(s) {unknown}; expected only "
+                        f"{list(_TOP_FIELDS)}")
+    if data.get("schema", SCHEMA) != SCHEMA:
+        raise ArchError(f"{where}.schema: expected {SCHEMA!r}, found {data.get('schema')!r}")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise ArchError(f"{where}.schema_version: expected {SCHEMA_VERSION}, found {version!r} "
+                        "(written by a newer e3d-zoo?)")
+    name = data.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ArchError(f"{where}.name: expected a string or null, found {name!r}")
+    frames = _int_field(data, "frames", where)
+    size = _int_field(data, "size", where)
+    head_hidden = data.get("head_hidden", DEFAULT_HEAD_HIDDEN)
+    if not _is_int(head_hidden) or head_hidden < 0:
+        raise ArchError(f"{where}.head_hidden: expected an integer >= 0 (0: a single linear "
+                        f"classifier), found {head_hidden!r}")
+    provenance = data.get("provenance", {})
+    if not isinstance(provenance, Mapping):
+        raise ArchError(f"{where}.provenance: expected an object, found {type(provenance).__name__}")
+    notes = data.get("notes", "")
+    if not isinstance(notes, str):
+        raise ArchError(f"{where}.notes: expected a string, found {notes!r}")
+    raw_blocks = data.get("blocks")
+    if not isinstance(raw_blocks, (list, tuple)) or not raw_blocks:
+        raise ArchError(f"{where}.blocks: expected a non-empty list of blocks, found {raw_blocks!r:.60}")
+    blocks = tuple(_parse_block(b, f"{where}: blocks[{i}]") for i, b in enumerate(raw_blocks))
+    for i in range(1, len(blocks)):
+        if blocks[i].in_channels != blocks[i - 1].out_channels:
+            raise ArchError(
+                f"{where}: blocks[{i}].in: channel mismatch: expected {blocks[i - 1].out_channels} "
+                f"(blocks[{i - 1}].out), found {blocks[i].in_channels}")
+    try:
+        json.dumps(dict(provenance))
+    except (TypeError, ValueError) as exc:
+        raise ArchError(f"{where}.provenance: not JSON-serializable: {exc}") from None
+    spec = ArchSpec(blocks=blocks, frames=frames, size=size, name=name, head_hidden=head_hidden,
+                    provenance=dict(provenance), notes=notes)
+    _check_clip(spec, where)
+    return spec

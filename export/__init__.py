@@ -1,0 +1,1 @@
+"""e3d_export: ONNX, OpenVINO and TensorRT export with numerical verification."""

@@ -1,0 +1,1 @@
+"""Searched architectures shipped with e3d-zoo (one JSON file per model)."""
