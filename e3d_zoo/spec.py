@@ -24,7 +24,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import pprint
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -189,9 +188,8 @@ class ArchSpec:
     # ---- TinyNAS structure text --------------------------------------------
     def to_tinynas_text(self) -> str:
         """The reference implementation's ``best_structures`` Python literal."""
-        payload = {"best_structures": [[b.to_dict() for b in self.blocks]],
-                   "space_arch": "CnnNet"}
-        return pprint.pformat(payload, sort_dicts=False, width=100) + "\n"
+        rows = ",\n".join("    " + repr(b.to_dict()) for b in self.blocks)
+        return ("{'best_structures': [\n  [\n" + rows + "\n  ]\n],\n 'space_arch': 'CnnNet'}\n")
 
     @classmethod
     def from_tinynas_text(cls, text: str, *, frames: int, size: int, index: int = 0,
@@ -272,14 +270,15 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _int_field(d: Mapping, key: str, where: str, *, minimum: int = 1) -> int:
+def _int_field(d: Mapping, key: str, prefix: str, *, minimum: int = 1) -> int:
+    """``prefix`` names the place: 'file: ' for top-level fields, 'file: blocks[2].' for blocks."""
     if key not in d:
-        raise ArchError(f"{where}.{key}: missing (expected an integer >= {minimum})")
+        raise ArchError(f"{prefix}{key}: missing (expected an integer >= {minimum})")
     v = d[key]
     if not _is_int(v):
-        raise ArchError(f"{where}.{key}: expected an integer >= {minimum}, found {v!r}")
+        raise ArchError(f"{prefix}{key}: expected an integer >= {minimum}, found {v!r}")
     if v < minimum:
-        raise ArchError(f"{where}.{key}: expected an integer >= {minimum}, found {v}")
+        raise ArchError(f"{prefix}{key}: expected an integer >= {minimum}, found {v}")
     return v
 
 
@@ -296,30 +295,30 @@ def _parse_block(d: Any, where: str) -> BlockSpec:
     if unknown:
         raise ArchError(f"{where}: unknown field(s) {unknown} for {kind}; expected only "
                         f"{list(allowed)}")
-    cin = _int_field(d, "in", where)
-    cout = _int_field(d, "out", where)
-    s = _int_field(d, "s", where)
+    cin = _int_field(d, "in", where + ".")
+    cout = _int_field(d, "out", where + ".")
+    s = _int_field(d, "s", where + ".")
     if s not in (1, 2):
         raise ArchError(f"{where}.s: expected stride 1 or 2, found {s}")
-    kt = _int_field(d, "kt", where)
-    k = _int_field(d, "k", where)
+    kt = _int_field(d, "kt", where + ".")
+    k = _int_field(d, "k", where + ".")
     for name, v in (("kt", kt), ("k", k)):
         if v % 2 == 0:
             raise ArchError(f"{where}.{name}: expected an odd kernel size, found {v}")
     if kind == SUPER:
-        L = _int_field(d, "L", where)
-        btn = _int_field(d, "btn", where)
+        L = _int_field(d, "L", where + ".")
+        btn = _int_field(d, "btn", where + ".")
         return BlockSpec(kind, cin, cout, s, kt, k, L, btn)
     return BlockSpec(kind, cin, cout, s, kt, k)
 
 
 def _check_clip(spec: ArchSpec, where: str) -> None:
     if not _is_int(spec.frames) or spec.frames < 1:
-        raise ArchError(f"{where}.frames: expected an integer >= 1, found {spec.frames!r}")
+        raise ArchError(f"{where}: frames: expected an integer >= 1, found {spec.frames!r}")
     n_down = sum(1 for b in spec.blocks if b.stride == 2)
     need = 2 ** n_down
     if not _is_int(spec.size) or spec.size < need:
-        raise ArchError(f"{where}.size: expected an integer >= {need} (the network downsamples "
+        raise ArchError(f"{where}: size: expected an integer >= {need} (the network downsamples "
                         f"{n_down} times), found {spec.size!r}")
 
 
@@ -331,29 +330,29 @@ def _parse(data: Any, where: str) -> ArchSpec:
         raise ArchError(f"{where}: unknown top-level field(s) {unknown}; expected only "
                         f"{list(_TOP_FIELDS)}")
     if data.get("schema", SCHEMA) != SCHEMA:
-        raise ArchError(f"{where}.schema: expected {SCHEMA!r}, found {data.get('schema')!r}")
+        raise ArchError(f"{where}: schema: expected {SCHEMA!r}, found {data.get('schema')!r}")
     version = data.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise ArchError(f"{where}.schema_version: expected {SCHEMA_VERSION}, found {version!r} "
+        raise ArchError(f"{where}: schema_version: expected {SCHEMA_VERSION}, found {version!r} "
                         "(written by a newer e3d-zoo?)")
     name = data.get("name")
     if name is not None and not isinstance(name, str):
-        raise ArchError(f"{where}.name: expected a string or null, found {name!r}")
-    frames = _int_field(data, "frames", where)
-    size = _int_field(data, "size", where)
+        raise ArchError(f"{where}: name: expected a string or null, found {name!r}")
+    frames = _int_field(data, "frames", where + ": ")
+    size = _int_field(data, "size", where + ": ")
     head_hidden = data.get("head_hidden", DEFAULT_HEAD_HIDDEN)
     if not _is_int(head_hidden) or head_hidden < 0:
-        raise ArchError(f"{where}.head_hidden: expected an integer >= 0 (0: a single linear "
+        raise ArchError(f"{where}: head_hidden: expected an integer >= 0 (0: a single linear "
                         f"classifier), found {head_hidden!r}")
     provenance = data.get("provenance", {})
     if not isinstance(provenance, Mapping):
-        raise ArchError(f"{where}.provenance: expected an object, found {type(provenance).__name__}")
+        raise ArchError(f"{where}: provenance: expected an object, found {type(provenance).__name__}")
     notes = data.get("notes", "")
     if not isinstance(notes, str):
-        raise ArchError(f"{where}.notes: expected a string, found {notes!r}")
+        raise ArchError(f"{where}: notes: expected a string, found {notes!r}")
     raw_blocks = data.get("blocks")
     if not isinstance(raw_blocks, (list, tuple)) or not raw_blocks:
-        raise ArchError(f"{where}.blocks: expected a non-empty list of blocks, found {raw_blocks!r:.60}")
+        raise ArchError(f"{where}: blocks: expected a non-empty list of blocks, found {raw_blocks!r:.60}")
     blocks = tuple(_parse_block(b, f"{where}: blocks[{i}]") for i, b in enumerate(raw_blocks))
     for i in range(1, len(blocks)):
         if blocks[i].in_channels != blocks[i - 1].out_channels:
@@ -363,7 +362,7 @@ def _parse(data: Any, where: str) -> ArchSpec:
     try:
         json.dumps(dict(provenance))
     except (TypeError, ValueError) as exc:
-        raise ArchError(f"{where}.provenance: not JSON-serializable: {exc}") from None
+        raise ArchError(f"{where}: provenance: not JSON-serializable: {exc}") from None
     spec = ArchSpec(blocks=blocks, frames=frames, size=size, name=name, head_hidden=head_hidden,
                     provenance=dict(provenance), notes=notes)
     _check_clip(spec, where)

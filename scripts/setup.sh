@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create .venv in the repo root and install e3d-zoo with every extra that runs on a CPU.
+# Idempotent: a second run with an unchanged pyproject.toml installs nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv" >&2
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.e3d-setup-stamp
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
+fi
+echo "setup: installing dependencies into .venv (first run: a few minutes)" >&2
+.venv/bin/python -m pip install -q --upgrade pip
+# torch 2.14.1 + torchvision 0.29.1 are the pair that installs from this machine's disk
+# and imports cleanly together (timm needs torchvision).
+.venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[dev]"
+echo "$want" > "$stamp"

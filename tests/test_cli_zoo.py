@@ -1,0 +1,92 @@
+"""The e3d-zoo CLI, run as a real subprocess (entry point installed by pip)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from e3d_zoo.cli.zoo import main
+
+
+def _exe():
+    exe = shutil.which("e3d-zoo")
+    return [exe] if exe else [sys.executable, "-m", "e3d_zoo.cli.zoo"]
+
+
+def run(*args):
+    return subprocess.run([*_exe(), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_info_json_matches_reference_check_values():
+    p = run("info", "e3d_s", "--json")
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    for key in ("name", "params", "params_backbone", "macs", "tinynas_flops", "layers", "stentr", "frames", "size"):
+        assert key in info
+    assert info["params"] == 3846456 and info["params_backbone"] == 1976232
+    assert info["macs"] == 1865547776 and info["tinynas_flops"] == 1952849600
+    assert info["layers"] == 83 and round(info["stentr"], 6) == 202.855915
+    assert (info["frames"], info["size"]) == (13, 160)
+
+
+def test_info_with_other_clip_shape(capsys):
+    assert main(["info", "e3d_s", "--frames", "8", "--size", "128", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["frames"], info["size"]) == (8, 128)
+    assert info["macs"] < 1865547776
+
+
+def test_list_prints_the_zoo_table(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("e3d_s", "e3d_m", "e3d_l"):
+        assert name in out
+    assert "202.855915" in out
+
+
+def test_score_and_ablation(capsys, tiny_arch_file):
+    assert main(["score", str(tiny_arch_file), "--json"]) == 0
+    a = json.loads(capsys.readouterr().out)
+    assert main(["score", str(tiny_arch_file), "--no-refine", "--json"]) == 0
+    b = json.loads(capsys.readouterr().out)
+    assert a["value"] != b["value"] and a["score"] == "stentr" and b["score"] == "entropy"
+
+
+def test_convert_tinynas_round_trip_gives_reference_params(tmp_path, capsys):
+    txt = tmp_path / "best_structure.txt"
+    assert main(["convert", "e3d_s", str(txt)]) == 0
+    assert "best_structures" in txt.read_text()
+    out = tmp_path / "back.json"
+    assert main(["convert", str(txt), str(out), "--frames", "13", "--size", "160"]) == 0
+    capsys.readouterr()
+    import e3d_zoo
+
+    model = e3d_zoo.create_model(str(out), num_classes=400)
+    assert sum(p.numel() for p in model.parameters()) == 3846456
+    assert main(["info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stentr"] == pytest.approx(202.855915, abs=5e-7)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["info", "e3d_xl"], "unknown model 'e3d_xl'"),
+    (["info", "/nonexistent.json"], "no such architecture file"),
+    (["score", "e3d_s", "--stage-weights", "a,b"], "--stage-weights"),
+])
+def test_bad_input_exits_nonzero_without_traceback(args, message):
+    p = run(*args)
+    assert p.returncode == 2
+    assert message in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_broken_arch_file_message(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"frames": 4, "size": 32, "blocks": [
+        {"class": "Conv3DKXBNRELU", "in": 3, "out": 8, "s": 2, "kt": 1, "k": 3},
+        {"class": "Conv3DKXBNRELU", "in": 9, "out": 8, "s": 1, "kt": 1, "k": 3}]}))
+    p = run("info", str(bad))
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"{bad}: blocks[1].in: channel mismatch: expected 8 (blocks[0].out), found 9" in p.stderr

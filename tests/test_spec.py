@@ -1,0 +1,177 @@
+"""ArchSpec: loading, validation messages, round trips, TinyNAS text."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from e3d_zoo import ArchError, ArchSpec, load_arch
+from e3d_zoo.spec import BLOCK_CLASSES
+from e3d_zoo.zoo import ZOO_MODELS, arch_path
+
+REFERENCE = "/work/shared/reference/e3d_reference.json"
+
+
+def _ref():
+    import os
+    import pathlib
+
+    here = pathlib.Path(__file__).resolve().parent.parent
+    path = here.parent / "shared" / "reference" / "e3d_reference.json"
+    if not path.exists():
+        path = pathlib.Path(REFERENCE)
+    if not path.exists():
+        pytest.skip("shared/reference is not beside the checkout")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_shipped_arch_json_round_trips_byte_identical(name):
+    path = arch_path(name)
+    text = path.read_text()
+    spec = load_arch(path)
+    assert spec.to_json() == text
+    assert ArchSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_shipped_archs_are_the_reference_blocks(name):
+    ref = _ref()["models"][name]
+    spec = load_arch(arch_path(name))
+    assert [b.to_dict() for b in spec.blocks] == ref["blocks"]
+    assert (spec.frames, spec.size) == (ref["frames"], ref["size"])
+
+
+def test_tinynas_text_round_trip(tiny_spec):
+    text = tiny_spec.to_tinynas_text()
+    back = ArchSpec.from_tinynas_text(text, frames=tiny_spec.frames, size=tiny_spec.size,
+                                      name=tiny_spec.name)
+    assert back.key() == tiny_spec.key()
+    assert back.to_tinynas_text() == text
+
+
+def test_tinynas_text_is_parsed_without_eval(tmp_path):
+    evil = "__import__('os').system('touch " + str(tmp_path / "pwned") + "')"
+    with pytest.raises(ArchError, match="not a Python literal"):
+        ArchSpec.from_tinynas_text(evil, frames=4, size=32)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_tinynas_reference_seed_structure_imports():
+    seed = _ref()["reference_search"]["seed_structure"]
+    text = repr({"best_structures": [seed], "space_arch": "CnnNet"})
+    spec = ArchSpec.from_tinynas_text(text, frames=13, size=160)
+    assert len(spec.blocks) == 7 and spec.blocks[1].btn == 48
+
+
+def test_tinynas_file_needs_clip_shape(tmp_path, tiny_spec):
+    p = tmp_path / "best_structure.txt"
+    p.write_text(tiny_spec.to_tinynas_text())
+    with pytest.raises(ArchError, match="frames and size"):
+        load_arch(p)
+    assert load_arch(p, frames=4, size=32).key() == tiny_spec.key()
+
+
+def _blocks():
+    return json.loads(load_arch(arch_path("e3d_s")).to_json())
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["blocks"][3].__setitem__("class", "Conv2D"), r"blocks\[3\]\.class: unknown block class 'Conv2D'"),
+    (lambda d: d["blocks"][3].__setitem__("in", 50), r"blocks\[3\]\.in: channel mismatch: expected 48 \(blocks\[2\]\.out\), found 50"),
+    (lambda d: d["blocks"][2].__setitem__("s", 3), r"blocks\[2\]\.s: expected stride 1 or 2, found 3"),
+    (lambda d: d["blocks"][2].__setitem__("k", 4), r"blocks\[2\]\.k: expected an odd kernel size, found 4"),
+    (lambda d: d["blocks"][2].__setitem__("kt", 0), r"blocks\[2\]\.kt: expected an integer >= 1, found 0"),
+    (lambda d: d["blocks"][2].__setitem__("k", -3), r"blocks\[2\]\.k: expected an integer >= 1, found -3"),
+    (lambda d: d["blocks"][4].__setitem__("L", 0), r"blocks\[4\]\.L: expected an integer >= 1, found 0"),
+    (lambda d: d["blocks"][4].__setitem__("btn", "96"), r"blocks\[4\]\.btn: expected an integer >= 1, found '96'"),
+    (lambda d: d["blocks"][4].pop("btn"), r"blocks\[4\]\.btn: missing"),
+    (lambda d: d["blocks"][0].__setitem__("L", 2), r"blocks\[0\]: unknown field\(s\) \['L'\]"),
+    (lambda d: d["blocks"][1].__setitem__("out", True), r"blocks\[1\]\.out: expected an integer >= 1, found True"),
+    (lambda d: d.__setitem__("frames", 0), r": frames: expected an integer >= 1, found 0"),
+    (lambda d: d.__setitem__("size", 16), r": size: expected an integer >= 32"),
+    (lambda d: d.__setitem__("blocks", []), r": blocks: expected a non-empty list"),
+    (lambda d: d.__setitem__("schema_version", 2), r": schema_version: expected 1, found 2"),
+    (lambda d: d.__setitem__("colour", "red"), r"unknown top-level field\(s\) \['colour'\]"),
+])
+def test_invalid_specs_name_file_block_and_field(tmp_path, mutate, message):
+    d = _blocks()
+    mutate(d)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ArchError, match=message) as info:
+        load_arch(path)
+    assert str(path) in str(info.value)
+
+
+def test_broken_json_names_line(tmp_path):
+    p = tmp_path / "broken.json"
+    p.write_text('{"name": "x",\n "frames": }')
+    with pytest.raises(ArchError, match=r"broken\.json: not valid JSON: .* line 2"):
+        load_arch(p)
+
+
+def test_missing_file():
+    with pytest.raises(ArchError, match="no such architecture file"):
+        load_arch("/nonexistent/arch.json")
+
+
+def test_save_is_atomic_and_loadable(tmp_path, tiny_spec):
+    path = tiny_spec.save(tmp_path / "sub" / "a.json")
+    assert load_arch(path) == tiny_spec
+    assert [p.name for p in path.parent.iterdir()] == ["a.json"]
+
+
+# ---- property test: the loader either returns a consistent spec or raises ArchError ----
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 700), st.floats(allow_nan=True),
+                    st.text(max_size=5), st.sampled_from(BLOCK_CLASSES),
+                    st.lists(st.integers(0, 3), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2))
+_block_keys = st.sampled_from(["class", "in", "out", "s", "kt", "k", "L", "btn", "zz"])
+_top_keys = st.sampled_from(["name", "frames", "size", "head_hidden", "blocks", "provenance",
+                             "notes", "schema", "schema_version", "extra"])
+
+
+@st.composite
+def mutated_spec(draw):
+    d = copy.deepcopy(_blocks())
+    for _ in range(draw(st.integers(1, 4))):
+        what = draw(st.sampled_from(["block_set", "block_del", "top_set", "top_del", "drop_block", "dup_block"]))
+        if what.startswith("block") and isinstance(d.get("blocks"), list) and d["blocks"]:
+            i = draw(st.integers(0, len(d["blocks"]) - 1))
+            blk = d["blocks"][i]
+            if isinstance(blk, dict):
+                key = draw(_block_keys)
+                if what == "block_set":
+                    blk[key] = draw(_values)
+                else:
+                    blk.pop(key, None)
+        elif what == "top_set":
+            d[draw(_top_keys)] = draw(_values)
+        elif what == "top_del":
+            d.pop(draw(_top_keys), None)
+        elif isinstance(d.get("blocks"), list) and d["blocks"]:
+            i = draw(st.integers(0, len(d["blocks"]) - 1))
+            if what == "drop_block":
+                d["blocks"].pop(i)
+            else:
+                d["blocks"].insert(i, copy.deepcopy(d["blocks"][i]))
+    return d
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_spec())
+def test_loader_returns_consistent_spec_or_raises_arch_error(d):
+    try:
+        spec = ArchSpec.from_dict(d, source="mutated.json")
+    except ArchError as exc:
+        assert str(exc).startswith("mutated.json")
+        return
+    for prev, cur in zip(spec.blocks, spec.blocks[1:]):
+        assert cur.in_channels == prev.out_channels
+    for b in spec.blocks:
+        assert b.stride in (1, 2) and b.k % 2 == 1 and b.kt % 2 == 1 and b.L >= 1
+    assert ArchSpec.from_json(spec.to_json()) == spec
