@@ -1,0 +1,121 @@
+"""Score and costs of a candidate without building an nn.Module.
+
+Strides never mutate, so the feature size at every block position is fixed for a
+search; every per-block number (score term, tinynas FLOPs, MACs, params, layers)
+then depends only on (position, block). Each is computed once by the authoritative
+per-block functions of ``complexity.py``/``stentr.py`` and cached; a candidate is
+a handful of dict lookups, summed in the same order as the authoritative functions
+so results are bit-for-bit equal to them (tests/search/test_evaluate.py).
+"""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import NamedTuple, Optional, Sequence
+
+from .. import complexity
+from ..spec import ArchSpec, BlockSpec
+from .scores import Score
+from .space import COUT, Candidate
+
+
+class Costs(NamedTuple):
+    score: float
+    tinynas_flops: float
+    macs: int
+    params: int
+    layers: int
+
+
+class FastEvaluator:
+    """Evaluates candidates of one skeleton (block kinds and strides of ``seed``)."""
+
+    def __init__(self, seed: ArchSpec, frames: int, size: int, score: Score,
+                 stage_weights: Optional[Sequence[float]] = None, num_classes: Optional[int] = 400):
+        self.frames = frames
+        self.size = size
+        self.score = score
+        self.stage_weights = None if stage_weights is None else tuple(stage_weights)
+        self.num_classes = num_classes
+        strides = [b.stride for b in seed.blocks]
+        self.n = len(strides)
+        # Three size conventions, each the one its authoritative function uses:
+        # integer floor-divided r after the stride (STEntr), float r before it (tinynas
+        # FLOPs), integer conv input size (MACs).
+        self.r_score, self.r_flops, self.h_macs = [], [], []
+        r_int, r_float, h = size, float(size), size
+        for b in seed.blocks:
+            r_int = r_int // b.stride
+            self.r_score.append(r_int)
+            self.r_flops.append(r_float)
+            r_float = r_float / b.stride
+            self.h_macs.append(h)
+            h = complexity.conv_out(h, b.k, b.stride)
+        ends = set(seed.stage_ends())
+        self.is_end = tuple(i in ends for i in range(self.n))
+        self.n_stages = len(ends)
+        # The head (classifier) never mutates and only depends on the last block's out.
+        self.head_hidden = seed.head_hidden
+        self.head_macs = (complexity.macs(seed, frames, size, num_classes)
+                          - complexity.macs(seed, frames, size, None))
+        self.head_params = complexity.head_params(seed, num_classes)
+        self.caches: list[dict] = [{} for _ in range(self.n)]
+        self._logs: dict[int, float] = {}
+
+    def block_entry(self, i: int, b: tuple) -> tuple:
+        e = self.caches[i].get(b)
+        if e is None:
+            bs = BlockSpec(*b)
+            macs = sum(layer.macs for layer in complexity.conv_layers(
+                SimpleNamespace(blocks=(bs,)), self.frames, self.h_macs[i]))
+            e = (self.score.block_term(bs, self.frames, self.r_score[i]),
+                 complexity.block_tinynas_flops(bs, self.frames, self.r_flops[i]),
+                 macs, complexity.block_params(bs), complexity.block_layers(bs))
+            self.caches[i][b] = e
+        return e
+
+    def _log(self, c: int) -> float:
+        v = self._logs.get(c)
+        if v is None:
+            v = self._logs[c] = math.log(c)
+        return v
+
+    def costs(self, cand: Candidate) -> tuple[float, int, int, int, list]:
+        """(tinynas_flops, macs, params, layers, entries): the budgets' numbers."""
+        flops = 0.0
+        macs = self.head_macs
+        params = self.head_params
+        layers = 0
+        entries = []
+        caches = self.caches
+        for i, b in enumerate(cand):
+            e = caches[i].get(b)
+            if e is None:
+                e = self.block_entry(i, b)
+            flops += e[1]
+            macs += e[2]
+            params += e[3]
+            layers += e[4]
+            entries.append(e)
+        return flops, macs, params, layers, entries
+
+    def score_from(self, cand: Candidate, entries: list) -> float:
+        running = 0.0
+        if self.stage_weights is None:
+            for e in entries:
+                running += e[0]
+            return running + self._log(cand[-1][COUT])
+        scores = []
+        is_end = self.is_end
+        for i, e in enumerate(entries):
+            running += e[0]
+            if is_end[i]:
+                scores.append(running + self._log(cand[i][COUT]))
+        return float(sum(w * s for w, s in zip(self.stage_weights, scores)))
+
+    def evaluate(self, cand: Candidate) -> Costs:
+        flops, macs, params, layers, entries = self.costs(cand)
+        return Costs(self.score_from(cand, entries), flops, macs, params, layers)
+
+    def cache_size(self) -> int:
+        return sum(len(c) for c in self.caches)

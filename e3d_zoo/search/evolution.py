@@ -1,0 +1,534 @@
+"""STEntr-maximizing evolution under budgets (the reference search's algorithm, fast).
+
+Each candidate is a random member of the population with ``mutations_per_candidate``
+mutations; valid (every candidate is, by construction), within budget and not already
+in the population, it replaces the worst member when it scores higher (or fills the
+population while it is smaller than ``population``).
+
+Everything that decides the result (the population in order, the RNG state, the
+counters) lives in a JSON checkpoint written atomically every ``checkpoint_every``
+candidates, on completion and on Ctrl-C, so ``resume=True`` continues to exactly the
+result of an uninterrupted run with the same settings.
+"""
+from __future__ import annotations
+
+import bisect
+import datetime as _dt
+import json
+import math
+import os
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from ..atomic import atomic_write_text
+from ..errors import ArchError, SearchError
+from ..spec import ArchSpec, load_arch
+from .budgets import Budgets, LatencyPredictor
+from .evaluate import FastEvaluator
+from .scores import get_score
+from .space import (BoundSpace, Candidate, SearchSpace, blocks_as_dicts, default_space,
+                    load_space, space_from_dict, spec_of)
+
+CHECKPOINT_FORMAT = "e3d-search-checkpoint"
+CHECKPOINT_VERSION = 1
+DEFAULT_CANDIDATES = 500_000
+DEFAULT_POPULATION = 256
+DEFAULT_CHECKPOINT_EVERY = 50_000
+_EVENT_EVERY = 1024  # candidates between progress updates and Ctrl-C checks
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """The search stopped early (Ctrl-C or ``stop_after``); ``checkpoint`` resumes it."""
+
+    def __init__(self, candidates: int, checkpoint: Optional[Path]):
+        self.candidates = candidates
+        self.checkpoint = checkpoint
+        where = f"; resume from {checkpoint}" if checkpoint else " (no checkpoint path was given)"
+        super().__init__(f"search interrupted after {candidates} candidates{where}")
+
+
+@dataclass
+class Member:
+    score: float
+    candidate: Candidate
+    tinynas_flops: float
+    macs: int
+    params: int
+    layers: int
+
+
+@dataclass
+class SearchResult:
+    spec: ArchSpec
+    best_score: float
+    tinynas_flops: float
+    macs: int
+    params: int
+    layers: int
+    candidates: int
+    seconds: float
+    candidates_this_run: int
+    population: list[Member]
+    history: list[tuple[int, float]]
+    counters: dict[str, int]
+    resumed_from: int = 0
+    out: Optional[Path] = None
+    checkpoint: Optional[Path] = None
+    plots: list[Path] = field(default_factory=list)
+
+    @property
+    def candidates_per_s(self) -> float:
+        return self.candidates_this_run / self.seconds if self.seconds > 0 else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "best_score": self.best_score,
+            "tinynas_flops": self.tinynas_flops,
+            "macs": self.macs,
+            "params": self.params,
+            "layers": self.layers,
+            "candidates": self.candidates,
+            "candidates_this_run": self.candidates_this_run,
+            "resumed_from": self.resumed_from,
+            "seconds": round(self.seconds, 3),
+            "candidates_per_s": round(self.candidates_per_s, 1),
+            "accepted": self.counters.get("accepted", 0),
+            "over_budget": self.counters.get("over_budget", 0),
+            "duplicates": self.counters.get("duplicates", 0),
+            "population": len(self.population),
+            "out": str(self.out) if self.out else None,
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "plots": [str(p) for p in self.plots],
+            "seed": self.spec.provenance.get("seed"),
+            "score_name": self.spec.provenance.get("score_name"),
+            "budgets": self.spec.provenance.get("budgets"),
+        }
+
+
+def default_checkpoint_path(out: Union[str, os.PathLike]) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + ".search-ckpt.json")
+
+
+def _resolve_space(space: Union[None, str, os.PathLike, Mapping, SearchSpace]) -> SearchSpace:
+    if space is None:
+        return default_space()
+    if isinstance(space, SearchSpace):
+        space.check()
+        return space
+    if isinstance(space, Mapping):
+        return space_from_dict(space)
+    return load_space(space)
+
+
+def _resolve_seed_arch(seed_arch: Union[None, str, os.PathLike, ArchSpec], space: SearchSpace,
+                       frames: int, size: int) -> ArchSpec:
+    try:
+        if seed_arch is None:
+            return space.seed_spec(frames, size)
+        if isinstance(seed_arch, ArchSpec):
+            spec = seed_arch
+        else:
+            spec = load_arch(seed_arch, frames=frames, size=size)
+        spec = spec.replace(frames=frames, size=size)
+        return ArchSpec.from_dict(spec.to_dict(), f"seed architecture {spec.name or ''}".strip())
+    except ArchError as exc:
+        raise SearchError(f"seed architecture: {exc}") from None
+
+
+def _check_int(name: str, v: Any, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise SearchError(f"{name}: expected an integer >= {minimum}, found {v!r}")
+    return v
+
+
+class _Search:
+    """The validated setup of one search; ``run`` does the work."""
+
+    def __init__(self, frames: int, size: int, budgets: Budgets, space: SearchSpace,
+                 seed_spec: ArchSpec, score_name: str, stage_weights: Optional[tuple],
+                 population: int, candidates: int, seed: int, num_classes: Optional[int],
+                 latency_predictor: Optional[LatencyPredictor]):
+        self.frames, self.size = frames, size
+        self.budgets = budgets
+        self.space = space
+        self.seed_spec = seed_spec
+        self.score = get_score(score_name)
+        self.stage_weights = stage_weights
+        self.population = population
+        self.total = candidates
+        self.seed = seed
+        self.num_classes = num_classes
+        self.predictor = latency_predictor
+
+        n_stages = len(seed_spec.stage_ends())
+        if stage_weights is not None and len(stage_weights) != n_stages:
+            raise SearchError(f"stage weights: expected {n_stages} weights (one per stage of the "
+                              f"seed architecture), found {len(stage_weights)}")
+        if budgets.latency_ms is not None and latency_predictor is None:
+            raise SearchError("budget latency_ms (--budget-latency-ms): needs a latency predictor "
+                              "(--latency-table T.json)")
+        self.bound = BoundSpace(space, seed_spec, size, budgets.layers)
+        self.seed_cand = seed_spec.key()
+        problems = self.bound.violations(self.seed_cand)
+        if problems:
+            raise SearchError("seed architecture breaks the search space's constraints: "
+                              + "; ".join(problems))
+        self.evaluator = FastEvaluator(seed_spec, frames, size, self.score, stage_weights,
+                                       num_classes)
+        # Latency is left out of this lower bound: a table's predictions are measured and
+        # interpolated, neither guaranteed monotone nor available for the tiniest layers.
+        smallest = self.bound.smallest(self.seed_cand)
+        over = self.over_budget(smallest, latency=False)
+        if over:
+            raise SearchError("no architecture in the search space can meet the budgets: even the "
+                              "smallest one (every channel at the minimum, L = 1) has "
+                              + "; ".join(over))
+        over = self.over_budget(self.seed_cand)
+        if over:
+            raise SearchError("the seed architecture is already over budget: " + "; ".join(over)
+                              + " (pass a smaller --seed-arch or raise the budget)")
+
+    def costs_dict(self, cand: Candidate, latency: bool = True) -> dict[str, float]:
+        flops, macs, params, layers, _ = self.evaluator.costs(cand)
+        d = {"tinynas_flops": flops, "macs": macs, "params": params, "layers": layers}
+        if latency and self.predictor is not None:
+            d["latency_ms"] = self.latency_ms(cand)
+        return d
+
+    def latency_ms(self, cand: Candidate) -> float:
+        return float(self.predictor.predict_ms(spec_of(cand, self.frames, self.size,
+                                                       head_hidden=self.seed_spec.head_hidden)))
+
+    def over_budget(self, cand: Candidate, latency: bool = True) -> list[str]:
+        return self.budgets.exceeded(self.costs_dict(cand, latency))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything (but the candidate count) that decides the result."""
+        return {
+            "frames": self.frames, "size": self.size,
+            "budgets": self.budgets.to_dict(),
+            "space": self.space.to_dict(),
+            "seed_arch": blocks_as_dicts(self.seed_cand),
+            "head_hidden": self.seed_spec.head_hidden,
+            "score": self.score.name,
+            "stage_weights": list(self.stage_weights) if self.stage_weights is not None else None,
+            "population": self.population,
+            "seed": self.seed,
+            "num_classes": self.num_classes,
+        }
+
+    # ---- checkpoints --------------------------------------------------------
+    def save_checkpoint(self, path: Path, state: dict) -> None:
+        doc = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+               "config": self.fingerprint(), **state}
+        atomic_write_text(path, json.dumps(doc, separators=(",", ":")) + "\n")
+
+    def load_checkpoint(self, path: Path) -> dict:
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SearchError(f"--resume: no checkpoint at {path} (nothing to resume; run without "
+                              "--resume to start)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SearchError(f"{path}: cannot read the search checkpoint: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
+            raise SearchError(f"{path}: not an e3d-search checkpoint (format "
+                              f"{doc.get('format') if isinstance(doc, dict) else None!r})")
+        if doc.get("version") != CHECKPOINT_VERSION:
+            raise SearchError(f"{path}: checkpoint version {doc.get('version')!r}, expected "
+                              f"{CHECKPOINT_VERSION}")
+        mine = json.loads(json.dumps(self.fingerprint()))
+        theirs = doc.get("config", {})
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            details = "; ".join(f"{k}: checkpoint {theirs.get(k)!r:.80} vs now {mine.get(k)!r:.80}"
+                                for k in diff)
+            raise SearchError(f"{path}: the checkpoint was made with different settings ({details}); "
+                              "resume with the same settings or start a new search")
+        try:
+            state = {
+                "candidates": int(doc["candidates"]),
+                "rng_state": doc["rng_state"],
+                "population": [(float(s), tuple(tuple(b) for b in c)) for s, c in doc["population"]],
+                "history": [(int(n), float(s)) for n, s in doc["history"]],
+                "counters": {k: int(v) for k, v in doc["counters"].items()},
+                "elapsed_s": float(doc.get("elapsed_s", 0.0)),
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SearchError(f"{path}: corrupt search checkpoint: {exc!r}") from None
+        if state["candidates"] > self.total:
+            raise SearchError(f"{path}: the checkpoint is at {state['candidates']} candidates, past "
+                              f"the requested total {self.total}; ask for at least that many")
+        return state
+
+    # ---- the loop -----------------------------------------------------------
+    def run(self, *, checkpoint: Optional[Path], checkpoint_every: int, resume: bool,
+            progress: bool, stop_after: Optional[int], handle_sigint: bool) -> SearchResult:
+        rng = random.Random(self.seed)
+        if resume:
+            if checkpoint is None:
+                raise SearchError("--resume: needs a checkpoint path")
+            st = self.load_checkpoint(checkpoint)
+            n = st["candidates"]
+            rs = st["rng_state"]
+            rng.setstate((rs[0], tuple(rs[1]), rs[2]))
+            pop = st["population"]
+            history = st["history"]
+            counters = st["counters"]
+            elapsed_before = st["elapsed_s"]
+        else:
+            n = 0
+            s0 = self.evaluator.evaluate(self.seed_cand).score
+            pop = [(s0, self.seed_cand)]
+            history = [(0, s0)]
+            counters = {"accepted": 0, "over_budget": 0, "duplicates": 0}
+            elapsed_before = 0.0
+        start_n = n
+        pop_scores = [s for s, _ in pop]
+        pop_cands = [c for _, c in pop]
+        members = set(pop_cands)
+        best = max(pop_scores)
+
+        stop = {"flag": False}
+        old_handler = None
+        if handle_sigint and threading.current_thread() is threading.main_thread():
+            def _on_sigint(signum, frame):
+                if stop["flag"]:  # a second Ctrl-C: stop now (the last checkpoint stays valid)
+                    raise KeyboardInterrupt
+                stop["flag"] = True
+            old_handler = signal.signal(signal.SIGINT, _on_sigint)
+
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=self.total, initial=n, unit="cand", unit_scale=True,
+                       dynamic_ncols=True, desc="e3d-search")
+            bar.set_postfix_str(f"best={best:.6f}")
+
+        def state() -> dict:
+            return {"candidates": n, "rng_state": [rng.getstate()[0], list(rng.getstate()[1]),
+                                                   rng.getstate()[2]],
+                    "population": [[s, [list(b) for b in c]] for s, c in zip(pop_scores, pop_cands)],
+                    "history": [list(h) for h in history], "counters": dict(counters),
+                    "elapsed_s": elapsed_before + (time.perf_counter() - t0)}
+
+        P = self.population
+        total = self.total
+        mutate = self.bound.mutate
+        ev = self.evaluator
+        costs = ev.costs
+        score_from = ev.score_from
+        inf = math.inf
+        b = self.budgets
+        bf = inf if b.tinynas_flops is None else b.tinynas_flops
+        bm = inf if b.macs is None else b.macs
+        bp = inf if b.params is None else b.params
+        bl = inf if b.layers is None else b.layers
+        bt = b.latency_ms
+        latency_ms = self.latency_ms
+        rnd = rng.random
+        accepted = counters["accepted"]
+        over = counters["over_budget"]
+        dups = counters["duplicates"]
+        next_ckpt = (n // checkpoint_every + 1) * checkpoint_every
+        t0 = time.perf_counter()
+        last_bar_n = n
+        try:
+            while True:
+                # Periodic work happens only at "events", so the hot loop stays lean.
+                next_event = min(n + _EVENT_EVERY, next_ckpt, total,
+                                 stop_after if stop_after is not None and stop_after > n else total)
+                while n < next_event:
+                    parent = pop_cands[int(rnd() * len(pop_cands))]
+                    child = mutate(parent, rng)
+                    n += 1
+                    if child in members:
+                        dups += 1
+                        continue
+                    flops, macs, params, layers, entries = costs(child)
+                    if flops > bf or macs > bm or params > bp or layers > bl:
+                        over += 1
+                        continue
+                    if bt is not None and latency_ms(child) > bt:
+                        over += 1
+                        continue
+                    s = score_from(child, entries)
+                    if len(pop_cands) >= P:
+                        if s <= pop_scores[0]:
+                            continue
+                        members.discard(pop_cands[0])
+                        del pop_scores[0]
+                        del pop_cands[0]
+                    i = bisect.bisect_right(pop_scores, s)
+                    pop_scores.insert(i, s)
+                    pop_cands.insert(i, child)
+                    members.add(child)
+                    accepted += 1
+                    if s > best:
+                        best = s
+                        history.append((n, s))
+                counters.update(accepted=accepted, over_budget=over, duplicates=dups)
+                if bar is not None:
+                    bar.update(n - last_bar_n)
+                    last_bar_n = n
+                    bar.set_postfix_str(f"best={best:.6f}", refresh=False)
+                if n >= total:
+                    break
+                if checkpoint is not None and n >= next_ckpt:
+                    self.save_checkpoint(checkpoint, state())
+                if n >= next_ckpt:
+                    next_ckpt += checkpoint_every
+                if stop["flag"] or (stop_after is not None and n >= stop_after):
+                    if checkpoint is not None:
+                        self.save_checkpoint(checkpoint, state())
+                    raise SearchInterrupted(n, checkpoint)
+        finally:
+            if bar is not None:
+                bar.close()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        seconds = time.perf_counter() - t0
+        if checkpoint is not None:
+            self.save_checkpoint(checkpoint, state())
+        history = list(history)
+        if history[-1][0] != n:
+            history.append((n, best))  # closes the curve; not part of the resumable state
+
+        population = []
+        for s, c in zip(reversed(pop_scores), reversed(pop_cands)):
+            flops, macs, params, layers, _ = costs(c)
+            population.append(Member(s, c, flops, macs, params, layers))
+        top = population[0]
+        return SearchResult(
+            spec=self._result_spec(top, n), best_score=top.score, tinynas_flops=top.tinynas_flops,
+            macs=top.macs, params=top.params, layers=top.layers, candidates=n, seconds=seconds,
+            candidates_this_run=n - start_n, population=population, history=history,
+            counters=dict(counters), resumed_from=start_n, checkpoint=checkpoint)
+
+    def _result_spec(self, top: Member, n: int) -> ArchSpec:
+        from .. import __version__
+
+        budgets = self.budgets.to_dict()
+        provenance = {
+            "source": "e3d-search",
+            "method": "STEntr-Score evolutionary search (e3d_zoo.search)",
+            "budgets": budgets,
+            "budget_flops_convention": "tinynas_flops",
+            "score": top.score,
+            "score_name": self.score.name,
+            "stage_weights": list(self.stage_weights) if self.stage_weights is not None else None,
+            "seed": self.seed,
+            "candidates": n,
+            "population": self.population,
+            "mutations_per_candidate": self.space.mutations_per_candidate,
+            "num_classes": self.num_classes,
+            "costs": {"tinynas_flops": top.tinynas_flops, "macs": top.macs, "params": top.params,
+                      "layers": top.layers},
+            "seed_arch": self.seed_spec.name,
+            "space": "reference" if self.space == default_space() else self.space.to_dict(),
+            "software": f"e3d-zoo {__version__}",
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        return spec_of(top.candidate, self.frames, self.size, name="searched",
+                       head_hidden=self.seed_spec.head_hidden, provenance=provenance)
+
+
+def search(frames: int = 13, size: int = 160, *,
+           budgets: Union[None, Budgets, Mapping[str, float]] = None,
+           space: Union[None, str, os.PathLike, Mapping, SearchSpace] = None,
+           seed_arch: Union[None, str, os.PathLike, ArchSpec] = None,
+           score: str = "stentr",
+           stage_weights: Optional[Sequence[float]] = None,
+           population: int = DEFAULT_POPULATION,
+           candidates: int = DEFAULT_CANDIDATES,
+           seed: int = 0,
+           num_classes: Optional[int] = 400,
+           latency_predictor: Optional[LatencyPredictor] = None,
+           out: Union[None, str, os.PathLike] = None,
+           name: Optional[str] = None,
+           checkpoint: Union[None, str, os.PathLike] = None,
+           checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+           resume: bool = False,
+           plots: bool = True,
+           progress: bool = False,
+           stop_after: Optional[int] = None,
+           handle_sigint: bool = True) -> SearchResult:
+    """Search for the highest-scoring architecture within ``budgets``.
+
+    ``budgets``: a :class:`Budgets` or a dict with keys ``tinynas_flops``, ``macs``,
+    ``params``, ``layers``, ``latency_ms``. ``out``: where to write the arch JSON
+    (plus ``<stem>_progress.png`` and ``<stem>_population.png`` when ``plots``); its
+    checkpoint defaults to ``<stem>.search-ckpt.json`` beside it. ``stop_after``
+    stops (as Ctrl-C does) after that many candidates, leaving a checkpoint.
+
+    All input is validated before any work; problems raise :class:`SearchError`.
+    """
+    _check_int("frames", frames, 1)
+    _check_int("size", size, 1)
+    _check_int("population", population, 1)
+    _check_int("candidates", candidates, 0)
+    _check_int("seed", seed, 0)
+    _check_int("checkpoint_every", checkpoint_every, 1)
+    if stop_after is not None:
+        _check_int("stop_after", stop_after, 1)
+    if num_classes is not None:
+        _check_int("num_classes", num_classes, 1)
+    if budgets is None:
+        budgets = Budgets()
+    elif not isinstance(budgets, Budgets):
+        unknown = [k for k in budgets if k not in Budgets.__dataclass_fields__]
+        if unknown:
+            raise SearchError(f"budgets: unknown budget(s) {unknown}; expected some of "
+                              f"{list(Budgets.__dataclass_fields__)}")
+        budgets = Budgets(**budgets)
+    if budgets.is_empty():
+        raise SearchError("no budget given: the score grows without bound, so a search needs at "
+                          "least one of --budget-flops, --budget-macs, --budget-params, "
+                          "--budget-layers, --budget-latency-ms")
+    if stage_weights is not None:
+        try:
+            stage_weights = tuple(float(w) for w in stage_weights)
+        except (TypeError, ValueError):
+            raise SearchError(f"stage weights: expected numbers, found {stage_weights!r}") from None
+        if not all(math.isfinite(w) for w in stage_weights):
+            raise SearchError(f"stage weights: expected finite numbers, found {list(stage_weights)}")
+    get_score(score)
+    space_obj = _resolve_space(space)
+    seed_spec = _resolve_seed_arch(seed_arch, space_obj, frames, size)
+    job = _Search(frames, size, budgets, space_obj, seed_spec, score, stage_weights, population,
+                  candidates, seed, num_classes, latency_predictor)
+    out_path = Path(out) if out is not None else None
+    if checkpoint is None and out_path is not None:
+        checkpoint = default_checkpoint_path(out_path)
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    if out_path is not None and out_path.suffix.lower() != ".json":
+        raise SearchError(f"--out {out_path}: expected a .json path for the architecture")
+    if plots and out_path is not None:
+        from ..errors import require
+
+        require("matplotlib", "plot", "the search plots (or pass --no-plots)")
+
+    result = job.run(checkpoint=ckpt_path, checkpoint_every=checkpoint_every, resume=resume,
+                     progress=progress, stop_after=stop_after, handle_sigint=handle_sigint)
+    spec_name = name or (out_path.stem if out_path is not None else "searched")
+    result.spec = result.spec.replace(name=spec_name)
+    if out_path is not None:
+        result.spec.save(out_path)
+        result.out = out_path
+        if plots:
+            from .plots import plot_population, plot_progress
+
+            cost_name = next((k for k in ("tinynas_flops", "macs", "params", "layers")
+                              if k in budgets.to_dict()), "tinynas_flops")
+            result.plots = [
+                plot_progress(result, out_path.with_name(out_path.stem + "_progress.png")),
+                plot_population(result, out_path.with_name(out_path.stem + "_population.png"),
+                                cost=cost_name, budget=budgets.to_dict().get(cost_name)),
+            ]
+    return result

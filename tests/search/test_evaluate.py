@@ -1,0 +1,62 @@
+"""The fast evaluator equals complexity.py / stentr.py on many random candidates."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from e3d_zoo import complexity, stentr
+from e3d_zoo.search.evaluate import FastEvaluator
+from e3d_zoo.search.scores import get_score
+from e3d_zoo.search.space import BoundSpace, SearchSpace, spec_of
+from e3d_zoo.zoo import load_zoo_arch
+
+
+def _random_candidates(seed_spec, size, n, rng_seed, layer_budget=None):
+    sp = SearchSpace(mutations_per_candidate=3)
+    bound = BoundSpace(sp, seed_spec, size, layer_budget=layer_budget)
+    rng = random.Random(rng_seed)
+    pool = [seed_spec.key()]
+    for _ in range(n):
+        pool.append(bound.mutate(pool[rng.randrange(len(pool))], rng))
+    return pool
+
+
+@pytest.mark.parametrize("frames, size", [(13, 160), (16, 224), (7, 100), (16, 312)])
+@pytest.mark.parametrize("score_name", ["stentr", "entropy"])
+def test_fast_costs_and_score_are_bit_identical_to_the_reference(frames, size, score_name):
+    seed = SearchSpace().seed_spec(frames, size)
+    ev = FastEvaluator(seed, frames, size, get_score(score_name), num_classes=400)
+    weights = (0.1, 0.2, 0.3, 0.5, 1.0)
+    ev_w = FastEvaluator(seed, frames, size, get_score(score_name), stage_weights=weights,
+                         num_classes=400)
+    refine = score_name == "stentr"
+    for cand in _random_candidates(seed, size, 300, rng_seed=frames * 1000 + size):
+        spec = spec_of(cand, frames, size)
+        c = ev.evaluate(cand)
+        assert c.score == stentr.stentr_score(spec, frames, size, refine=refine)
+        assert c.tinynas_flops == complexity.tinynas_flops(spec, frames, size)
+        assert c.macs == complexity.macs(spec, frames, size, num_classes=400)
+        assert c.params == complexity.params(spec, num_classes=400)
+        assert c.layers == complexity.num_layers(spec)
+        assert ev_w.evaluate(cand).score == stentr.stentr_score(spec, frames, size, weights,
+                                                                refine=refine)
+
+
+def test_fast_evaluator_reproduces_the_e3d_s_check_values():
+    spec = load_zoo_arch("e3d_s")
+    ev = FastEvaluator(spec, 13, 160, get_score("stentr"), num_classes=400)
+    c = ev.evaluate(spec.key())
+    assert round(c.score, 6) == 202.855915
+    assert c.tinynas_flops == 1952849600
+    assert c.macs == 1865547776
+    assert c.params == 3846456
+    assert c.layers == 83
+
+
+def test_backbone_only_costs_without_head():
+    spec = load_zoo_arch("e3d_m")
+    ev = FastEvaluator(spec, 16, 224, get_score("stentr"), num_classes=None)
+    c = ev.evaluate(spec.key())
+    assert c.params == complexity.params(spec, num_classes=None)
+    assert c.macs == complexity.macs(spec, 16, 224, num_classes=None)
