@@ -60,6 +60,26 @@ def stage_zoo(args: argparse.Namespace, state: Dict[str, Any]) -> Dict[str, Any]
             "forward_ms_first_call": ms}
 
 
+@stage("search")
+def stage_search(args: argparse.Namespace, state: Dict[str, Any]) -> Dict[str, Any]:
+    import e3d_zoo
+    from e3d_zoo.search import search
+
+    e3d_s = e3d_zoo.stentr_score(e3d_zoo.spec_for("e3d_s"))
+    res = search(13, 160, budgets={"tinynas_flops": 2e9, "layers": 83}, candidates=100_000,
+                 seed=0, out=args.out / "searched_s.json")
+    say(f"searched under E3D-S's budgets (tinynas FLOPs <= 2e9, 83 layers): STEntr "
+        f"{res.best_score:.4f} vs E3D-S {e3d_s:.4f}, {res.candidates:,} candidates in "
+        f"{res.seconds:.1f} s ({res.candidates_per_s:,.0f}/s) -> {res.out}")
+    model = e3d_zoo.create_model(str(res.out), num_classes=400)
+    n = sum(p.numel() for p in model.parameters())
+    if n != res.params:
+        raise e3d_zoo.ArchError(f"searched model has {n} params, the search reported {res.params}")
+    state["searched_arch"] = res.out
+    return {"best_score": res.best_score, "e3d_s_score": e3d_s, "candidates": res.candidates,
+            "candidates_per_s": res.candidates_per_s, "params": n, "arch": str(res.out)}
+
+
 def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m e3d_eval.demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="demo_out", help="folder for the demo's files")
