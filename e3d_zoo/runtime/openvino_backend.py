@@ -1,0 +1,94 @@
+"""OpenVINO backend: runs an IR (``.xml`` + ``.bin``) or an ``.onnx`` on the CPU plugin.
+
+Precision is pinned (``INFERENCE_PRECISION_HINT``): on CPUs with bf16 or AMX units
+OpenVINO otherwise silently computes in bf16, and a backend verified "at fp32" must
+actually run fp32. ``precision="bf16"``/``"f16"`` opts into the faster reduced modes.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from ..errors import BackendError, MissingDependencyError
+from .base import Backend, register_backend
+
+_PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
+
+
+def _ov():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise MissingDependencyError("openvino", "openvino", "the OpenVINO backend") from exc
+    return openvino
+
+
+@register_backend("openvino")
+class OpenVINOBackend(Backend):
+    artifact_kinds = (".xml", ".onnx")
+
+    def __init__(self, artifact: Any, *, threads: Optional[int] = None, device: str = "CPU",
+                 precision: str = "fp32", hint: str = "LATENCY", **options: Any):
+        ov = _ov()
+        super().__init__(artifact, threads=threads, **options)
+        path = Path(os.fspath(artifact))
+        if path.suffix not in (".xml", ".onnx"):
+            raise BackendError(f"{path}: expected an OpenVINO IR (.xml) or an .onnx file")
+        if not path.is_file():
+            raise BackendError(f"{path}: no such file")
+        if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+            raise BackendError(f"{path}: the IR's weights file {path.with_suffix('.bin').name} is missing")
+        if precision not in _PRECISIONS:
+            raise BackendError(f"precision: expected one of {sorted(_PRECISIONS)}, found {precision!r}")
+        if hint not in ("LATENCY", "THROUGHPUT"):
+            raise BackendError(f"hint: expected 'LATENCY' or 'THROUGHPUT', found {hint!r}")
+        self.core = ov.Core()
+        config: Dict[str, Any] = {"PERFORMANCE_HINT": hint,
+                                  "INFERENCE_PRECISION_HINT": _PRECISIONS[precision]}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if hint == "LATENCY":
+            config["NUM_STREAMS"] = 1
+        try:
+            self.model = self.core.read_model(str(path))
+            self.compiled = self.core.compile_model(self.model, device, config)
+        except Exception as exc:  # openvino raises RuntimeError with the plugin's message
+            raise BackendError(f"{path}: OpenVINO cannot compile this model on {device}: {exc}") from exc
+        self._ov = ov
+        self.path = path
+        self.device = device
+        self.precision = _PRECISIONS[precision]
+        if len(self.compiled.inputs) != 1:
+            raise BackendError(f"{path}: expected a model with one input (clips), "
+                               f"found {len(self.compiled.inputs)}")
+        self.input_shape = self.compiled.input(0).get_partial_shape()
+        self.request = self.compiled.create_infer_request()
+        rt_info = self.model.get_rt_info()
+        self.metadata: Dict[str, str] = {}
+        if rt_info.__contains__("model_info"):
+            for key, value in rt_info["model_info"].items():
+                self.metadata[str(key)] = value.astype(str)
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return False, "openvino is not installed (pip install 'e3d-zoo[openvino]')"
+        return True, ""
+
+    def run(self, clips: np.ndarray) -> np.ndarray:
+        clips = np.ascontiguousarray(clips, dtype=np.float32)
+        if not self.input_shape.compatible(self._ov.PartialShape(list(clips.shape))):
+            raise BackendError(f"{self.path.name}: expected input shaped {self.input_shape}, "
+                               f"found {clips.shape}")
+        self.request.infer({0: clips})
+        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    def describe(self) -> Dict[str, Any]:
+        ov = _ov()
+        return {"backend": self.name, "runtime_version": ov.get_version(), "device": self.device,
+                "precision": self.precision, "threads": self.threads, "artifact": str(self.path)}
