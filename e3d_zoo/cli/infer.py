@@ -1,0 +1,253 @@
+"""e3d-infer: classify videos, folders or live streams with an E3D model.
+
+    e3d-infer clip.mp4 --model e3d_s --backend openvino
+    e3d-infer videos/ --model e3d_s --weights best.safetensors --jsonl out.jsonl --csv out.csv
+    e3d-infer rtsp://camera/live --model e3d_s --mode stream --hop 0.5 --smoothing 0.6
+    e3d-infer clip.mp4 --artifact e3d_s.onnx --mode stream --annotate labelled.mp4
+
+Whole-video mode averages ``--clips`` temporal clips x ``--crops`` spatial crops;
+stream mode emits a prediction every ``--hop`` seconds. A failing input is reported
+and the others go on; the exit code is 1 when any input failed, 2 on a usage or
+setup error.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..errors import ConfigError, E3DError, WeightsError
+from ._common import add_json_flag, print_json, run_cli
+
+EXIT_SOME_FAILED = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="e3d-infer", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="video files, folders (searched recursively), "
+                   "stream URLs (rtsp://, http://, ...) or capture devices (with --format)")
+    src = p.add_argument_group("model")
+    src.add_argument("--model", default=None,
+                     help="zoo name (e3d_s, e3d_m, e3d_l), hf-hub:<repo>, a save-pretrained folder "
+                          "(e3d-train's output) or an arch JSON (default e3d_s unless --artifact)")
+    src.add_argument("--weights", help="a .safetensors / torch checkpoint for --model")
+    src.add_argument("--random-weights", action="store_true",
+                     help="run with random weights when none are given (speed and smoke tests); "
+                          "without it, --model loads its published pretrained weights")
+    src.add_argument("--num-classes", type=int, help="classifier size when --weights is not the 400-class head")
+    src.add_argument("--artifact", help="an exported .onnx / .xml (preprocessing from its metadata, "
+                     "or from --model when given)")
+    src.add_argument("--backend", default=None,
+                     help="torch, onnxruntime, openvino or tensorrt (default: torch, or the "
+                          "artifact's runtime)")
+    src.add_argument("--threads", type=int, default=None, help="inference threads (default: runtime's)")
+    src.add_argument("--labels", help="class names: text file (one per line) or JSON list")
+    run = p.add_argument_group("inference")
+    run.add_argument("--mode", choices=("auto", "video", "stream"), default="auto",
+                     help="video: one prediction per input (multi-view); stream: one per hop. "
+                          "auto: stream for URLs/devices, video for files")
+    run.add_argument("--clips", type=int, default=4, help="temporal clips per video (video mode)")
+    run.add_argument("--crops", type=int, default=3, choices=(1, 3), help="spatial crops per clip")
+    run.add_argument("--hop", type=float, default=0.5, help="seconds between stream predictions")
+    run.add_argument("--smoothing", type=float, default=0.0,
+                     help="stream mode: weight an exponential moving average keeps (0 = off)")
+    run.add_argument("--top-k", type=int, default=5)
+    run.add_argument("--batch-size", type=int, default=8, help="clips per inference call")
+    run.add_argument("--frame-stride", type=int, default=None, help="override the model's frame stride")
+    run.add_argument("--sample-fps", type=float, default=None,
+                     help="sample frames by time at this rate instead of a frame stride (VFR-safe)")
+    run.add_argument("--start", type=float, default=None, help="stream mode, files: seek to this second")
+    run.add_argument("--max-reconnects", type=int, default=3, help="live streams: reconnect attempts")
+    run.add_argument("--timeout", type=float, default=10.0, help="stream open/read timeout, seconds")
+    run.add_argument("--format", default=None, help="FFmpeg input format, e.g. v4l2 for /dev/video0")
+    run.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE",
+                     help="FFmpeg demuxer/protocol option for streams, e.g. rtsp_transport=tcp "
+                          "(repeatable)")
+    out = p.add_argument_group("output")
+    out.add_argument("--jsonl", help="write one JSON record per video/window (resumes a killed run)")
+    out.add_argument("--csv", help="write the records as CSV")
+    out.add_argument("--annotate", help="stream mode, one file input: write an MP4 with the label drawn")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_flag(p)
+    return p
+
+
+def _make_classifier(args: argparse.Namespace):
+    from ..video.pipeline import VideoClassifier, load_labels
+    from ..video.sampling import SamplingConfig
+
+    labels = load_labels(args.labels) if args.labels else None
+    kw: Dict[str, Any] = dict(labels=labels, batch_size=args.batch_size, top_k=args.top_k,
+                              num_clips=args.clips, num_crops=args.crops)
+    if args.artifact and not args.model:
+        clf = VideoClassifier.from_artifact(args.artifact, backend=args.backend, threads=args.threads,
+                                            **kw)
+    else:
+        try:
+            clf = VideoClassifier.from_model(args.model or "e3d_s", backend=args.backend or "torch",
+                                             artifact=args.artifact, threads=args.threads,
+                                             weights=args.weights, num_classes=args.num_classes,
+                                             pretrained=not (args.weights or args.random_weights),
+                                             **kw)
+        except WeightsError as exc:
+            raise WeightsError(f"{exc} (to run without trained weights, e.g. for a speed test, "
+                               "pass --random-weights)") from exc
+    if args.frame_stride or args.sample_fps:
+        clf.sampling = SamplingConfig.from_cfg(clf.cfg, frame_stride=args.frame_stride,
+                                               sample_fps=args.sample_fps)
+    return clf
+
+
+def _seconds_bar(src: str, args: argparse.Namespace):
+    """A progress bar in seconds of video for one file in stream mode (None if unknown)."""
+    if args.no_progress:
+        return None
+    from tqdm import tqdm
+
+    from ..video.decode import VideoReader
+
+    try:
+        with VideoReader(src) as reader:
+            duration = reader.info.duration
+    except E3DError:
+        return None  # the stream call reports the error
+    return tqdm(total=round(duration, 2) if duration else None, unit="s", desc=Path(src).name,
+                file=sys.stderr, disable=None, bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} s")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_cli(_main, argv, prog="e3d-infer")
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    args = build_parser().parse_args(argv)
+    from ..video.decode import expand_inputs, is_stream_url
+    from ..video.writers import JsonlWriter, annotate_video, check_output_path, write_csv
+
+    if args.hop <= 0:
+        raise ConfigError(f"--hop: expected seconds > 0, found {args.hop}")
+    if not 0 <= args.smoothing < 1:
+        raise ConfigError(f"--smoothing: expected 0 <= value < 1, found {args.smoothing}")
+    jsonl = check_output_path(args.jsonl, (".jsonl", ".json"), "--jsonl")
+    csv_path = check_output_path(args.csv, (".csv",), "--csv")
+    annotate = check_output_path(args.annotate, (".mp4", ".mkv", ".mov"), "--annotate")
+
+    inputs: List[str] = []
+    failures: List[Dict[str, str]] = []
+    for item in args.inputs:
+        try:
+            expanded = expand_inputs([item])
+        except E3DError as exc:
+            failures.append({"source": item, "error": str(exc)})
+            continue
+        if not expanded and Path(item).is_dir():
+            failures.append({"source": item, "error": f"{item}: folder holds no video files"})
+        inputs.extend(expanded)
+    if annotate and len(inputs) != 1:
+        raise ConfigError(f"--annotate: needs exactly one input, found {len(inputs)}")
+
+    reader_options: Dict[str, Any] = {"timeout": args.timeout}
+    if args.format:
+        reader_options["format"] = args.format
+    if args.input_option:
+        opts = {}
+        for item in args.input_option:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--input-option: expected KEY=VALUE, found {item!r}")
+            opts[key] = value
+        reader_options["options"] = opts
+
+    clf = _make_classifier(args)
+    writer = JsonlWriter(jsonl) if jsonl else None
+    done = writer.done_sources() if writer else set()
+    todo = [s for s in inputs if s not in done]
+    records: List[Dict[str, Any]] = list(writer.records) if writer else []
+    new_records: List[Dict[str, Any]] = []
+
+    def emit(rec: Dict[str, Any]) -> None:
+        new_records.append(rec)
+        records.append(rec)
+        if not args.json and rec.get("kind") in ("video", "window"):
+            t = rec["top"][0]
+            where = (f" [{rec['start_time']:.2f}-{rec['end_time']:.2f}s]" if rec["kind"] == "window" else "")
+            print(f"{rec['source']}{where}: {t['label']} ({t['score']:.3f})", flush=True)
+
+    progress = None
+    if len(todo) > 1 and not args.no_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(todo), unit="video", file=sys.stderr, disable=None)
+    try:
+        files = [s for s in todo if not (is_stream_url(s) or args.format)]
+        streams = [s for s in todo if s not in files]
+        stream_mode = args.mode == "stream"
+        if files and not stream_mode:
+            for rec in clf.classify_many(files, num_clips=args.clips, num_crops=args.crops):
+                if rec["kind"] == "error":
+                    failures.append({"source": rec["source"], "error": rec["error"]})
+                else:
+                    emit(rec)
+                if writer:
+                    writer.write(rec | {"complete": rec["kind"] != "error"})
+                if progress:
+                    progress.update(1)
+        to_stream = streams + (files if stream_mode else [])
+        if args.mode == "video" and streams:
+            raise ConfigError("--mode video: live streams have no end; use --mode stream for "
+                              + ", ".join(streams))
+        for src in to_stream:
+            windows: List[Dict[str, Any]] = []
+            file_bar = _seconds_bar(src, args) if (progress is None and src in files) else None
+            try:
+                for rec in clf.stream(src, hop=args.hop, smoothing=args.smoothing, top_k=args.top_k,
+                                      max_reconnects=args.max_reconnects, start_time=args.start,
+                                      reader_options=reader_options):
+                    emit(rec)
+                    windows.append(rec)
+                    if file_bar is not None:
+                        file_bar.update(max(rec["end_time"] - file_bar.n, 0.0))
+                    if writer and src in streams:
+                        writer.write(rec | {"complete": False})  # live: records as they come
+                if writer and src not in streams:
+                    writer.write_many(w | {"complete": True} for w in windows)
+                if annotate:
+                    annotate_video(src, annotate, windows)
+            except E3DError as exc:
+                failures.append({"source": src, "error": str(exc)})
+                if writer:
+                    writer.write({"source": src, "kind": "error", "error": str(exc), "complete": False})
+            finally:
+                if file_bar is not None:
+                    file_bar.close()
+            if progress:
+                progress.update(1)
+    except KeyboardInterrupt:
+        if writer:
+            writer.abort()  # keep <out>.partial: the next run resumes from it
+        raise
+    finally:
+        if progress:
+            progress.close()
+    if writer:
+        writer.close()
+    if csv_path:
+        write_csv(csv_path, [r for r in records if r.get("kind") in ("video", "window")])
+
+    summary = {"backend": clf.backend.describe(), "inputs": len(inputs), "skipped_done": len(done & set(inputs)),
+               "records": new_records, "failures": failures,
+               "outputs": {k: str(v) for k, v in (("jsonl", jsonl), ("csv", csv_path),
+                                                   ("annotate", annotate)) if v}}
+    if args.json:
+        print_json(summary)
+    elif failures:
+        print(f"e3d-infer: {len(failures)} input(s) failed:", file=sys.stderr)
+        for f in failures:
+            print(f"  {f['error']}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failures else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

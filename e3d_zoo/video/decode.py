@@ -1,0 +1,389 @@
+"""Decoding with PyAV (FFmpeg ships inside its wheel): files, folders, stream URLs, devices.
+
+:class:`VideoReader` wraps one input and yields :class:`Frame` objects in
+presentation order: frame index, presentation time (seconds from the stream start),
+and - only when the caller asks for that frame - the RGB image. Frames a clip does
+not use are still decoded (inter-frame codecs need them) but never converted to RGB,
+which is the expensive half of decoding at clip-sampling strides.
+
+Handled on the way in:
+
+* rotation metadata (display matrix): images come out upright
+  (``VideoFrame.rotation`` is counter-clockwise degrees; mirror flags are ignored);
+* any pixel format, including grayscale and odd sizes: swscale converts to rgb24;
+* variable frame rate: times are the real presentation times, not ``index / fps``;
+* ``start_time``: seeks to the keyframe before it and decodes forward (no full scan);
+* stream URLs (``rtsp://``, ``http://`` ...) with open/read timeouts; a dropped live
+  stream is reconnected by :class:`StreamReader` a bounded number of times;
+* capture devices: pass ``format="v4l2"`` (Linux) / ``"avfoundation"`` / ``"dshow"``
+  with the device name as the source (written to FFmpeg's documented device
+  demuxers; not exercised here - no camera on the build machines).
+
+Every failure becomes :class:`~e3d_zoo.errors.VideoError` naming the input.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import VideoError, require
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts",
+                    ".flv", ".wmv", ".3gp", ".ogv", ".gif")
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "http://", "https://", "udp://",
+                  "tcp://", "srt://", "rtp://")
+
+Source = Union[str, os.PathLike]
+
+
+def _av():
+    return require("av", "video", "decoding video")
+
+
+def is_stream_url(source: Source) -> bool:
+    return str(source).lower().startswith(STREAM_SCHEMES)
+
+
+def list_videos(folder: Source) -> List[Path]:
+    """Video files under ``folder`` (recursive, by extension), sorted."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise VideoError(f"{root}: not a folder")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+
+
+def expand_inputs(inputs: Sequence[Source]) -> List[str]:
+    """Files stay, folders expand to their videos, URLs and devices pass through."""
+    out: List[str] = []
+    for item in inputs:
+        s = os.fspath(item)
+        if not is_stream_url(s) and Path(s).is_dir():
+            out.extend(str(p) for p in list_videos(s))
+        else:
+            out.append(s)
+    return out
+
+
+@dataclass
+class VideoInfo:
+    source: str
+    width: int          # as displayed (after rotation)
+    height: int
+    fps: Optional[float]  # average rate from the container, None when unknown
+    duration: Optional[float]  # seconds, None for live streams
+    num_frames: Optional[int]  # from the container header; None when it does not say
+    rotation: int       # counter-clockwise degrees applied to every image
+    codec: str
+    pix_fmt: Optional[str]
+    is_stream: bool
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Frame:
+    index: int              # 0-based, in presentation order, counted from where reading began
+    time: float             # presentation time, seconds since the stream's start
+    duration: Optional[float]
+    image: Optional[np.ndarray] = None  # (H, W, 3) uint8 RGB, upright; None if not requested
+
+
+def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
+    k = (int(round(rotation / 90.0))) % 4
+    return np.ascontiguousarray(np.rot90(image, k)) if k else image
+
+
+def _describe_av_error(exc: BaseException) -> str:
+    msg = getattr(exc, "strerror", None) or str(exc)
+    return msg.strip() or type(exc).__name__
+
+
+class VideoReader:
+    """One opened video input. Use as a context manager or call :meth:`close`.
+
+    ``threads``: decoder threads (0 = FFmpeg's choice). ``timeout``: seconds to wait
+    when opening / reading a network stream. ``format`` / ``options`` go to
+    ``av.open`` (e.g. ``format="v4l2"``, ``options={"rtsp_transport": "tcp"}``).
+    """
+
+    def __init__(self, source: Source, *, threads: int = 0, timeout: float = 10.0,
+                 format: Optional[str] = None, options: Optional[Dict[str, str]] = None):
+        self.source = os.fspath(source)
+        self._is_stream = is_stream_url(self.source) or format is not None
+        if not self._is_stream and not Path(self.source).exists():
+            raise VideoError(f"{self.source}: no such file")
+        if not self._is_stream and Path(self.source).is_file() and Path(self.source).stat().st_size == 0:
+            raise VideoError(f"{self.source}: empty file (0 bytes), not a video")
+        self._format, self._options, self._timeout, self._threads = format, options, timeout, threads
+        self.frames_decoded = 0  # every frame the decoder produced, converted or not
+        self._started = False
+        self._open()
+        rotation = 0
+        if not self._is_stream:
+            # Rotation lives in per-frame side data (PyAV exposes no stream getter), and
+            # decoding one frame up front also turns zero-length and undecodable files
+            # into an error at open time rather than half-way through a batch.
+            first = self._peek_first_frame()
+            rotation = int(first.rotation or 0)
+            self._container.close()
+            self._open()
+        self.info = self._probe(rotation)
+
+    def _open(self) -> None:
+        av = _av()
+        try:
+            self._container = av.open(self.source, mode="r", format=self._format,
+                                      options=self._options or {},
+                                      timeout=(self._timeout, self._timeout) if self._is_stream else None)
+        except av.error.FFmpegError as exc:
+            what = "cannot connect to stream" if self._is_stream else "cannot open as a video"
+            raise VideoError(f"{self.source}: {what}: {_describe_av_error(exc)}") from exc
+        except OSError as exc:
+            raise VideoError(f"{self.source}: cannot open: {exc}") from exc
+        if not self._container.streams.video:
+            kinds = sorted({s.type for s in self._container.streams}) or ["none"]
+            self._container.close()
+            raise VideoError(f"{self.source}: no video stream (streams found: {', '.join(kinds)})")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        if self._threads:
+            self._stream.codec_context.thread_count = int(self._threads)
+
+    def _peek_first_frame(self) -> Any:
+        av = _av()
+        try:
+            for frame in self._container.decode(self._stream):
+                return frame
+        except av.error.FFmpegError as exc:
+            self._container.close()
+            raise VideoError(f"{self.source}: cannot decode the video stream (corrupt or "
+                             f"truncated?): {_describe_av_error(exc)}") from exc
+        self._container.close()
+        raise VideoError(f"{self.source}: zero-length video (the video stream has no frames)")
+
+    def _probe(self, rotation: int) -> VideoInfo:
+        st = self._stream
+        cc = st.codec_context
+        rate = st.average_rate or st.guessed_rate or st.base_rate
+        fps = float(rate) if rate else None
+        duration = None
+        if st.duration is not None and st.time_base:
+            duration = float(st.duration * st.time_base)
+        elif self._container.duration:
+            duration = self._container.duration / 1_000_000.0
+        frames = int(st.frames) if st.frames else None
+        w, h = int(cc.width or 0), int(cc.height or 0)
+        if rotation % 180:
+            w, h = h, w
+        return VideoInfo(source=self.source, width=w, height=h, fps=fps, duration=duration,
+                         num_frames=frames, rotation=rotation, codec=cc.name or "?",
+                         pix_fmt=cc.pix_fmt, is_stream=self._is_stream)
+
+    # ---- reading ---------------------------------------------------------------
+    def frames(self, keep: Optional[Callable[[int, float], bool]] = None,
+               start_time: Optional[float] = None) -> Iterator[Frame]:
+        """Decode in order; ``keep(index, time)`` says which frames get an RGB image.
+
+        With ``start_time`` the reader seeks to the keyframe at or before it and
+        yields frames from ``start_time`` on (indices then count from there).
+        """
+        av = _av()
+        if self._started:
+            if self._is_stream:
+                raise VideoError(f"{self.source}: a live stream can only be read once per reader")
+            self._container.close()  # a second pass over a file starts from the beginning
+            self._open()
+        self._started = True
+        st = self._stream
+        tb = float(st.time_base) if st.time_base else 1.0 / 90000
+        t_origin = float(st.start_time * st.time_base) if st.start_time is not None else 0.0
+        if start_time is not None and start_time > 0:
+            try:
+                self._container.seek(int((start_time + t_origin) / tb), stream=st, backward=True,
+                                     any_frame=False)
+            except av.error.FFmpegError as exc:
+                raise VideoError(f"{self.source}: cannot seek to {start_time:.3f}s: "
+                                 f"{_describe_av_error(exc)}") from exc
+        index = 0
+        last_time = -np.inf
+        try:
+            for frame in self._container.decode(st):
+                self.frames_decoded += 1
+                if frame.pts is None:
+                    t = last_time + (1.0 / self.info.fps if self.info.fps else 0.0)
+                    t = max(t, 0.0)
+                else:
+                    t = frame.pts * tb - t_origin
+                if start_time is not None and t < start_time - 1e-6:
+                    continue
+                last_time = t
+                dur = float(frame.duration * tb) if frame.duration else (
+                    1.0 / self.info.fps if self.info.fps else None)
+                image = None
+                if keep is None or keep(index, t):
+                    image = self._to_rgb(frame)
+                yield Frame(index=index, time=float(t), duration=dur, image=image)
+                index += 1
+        except av.error.FFmpegError as exc:
+            what = "stream read failed" if self._is_stream else "decoding failed (corrupt or truncated?)"
+            raise VideoError(f"{self.source}: {what} after {index} frames: "
+                             f"{_describe_av_error(exc)}") from exc
+
+    def _to_rgb(self, frame: Any) -> np.ndarray:
+        image = frame.to_ndarray(format="rgb24")
+        return _rotate(image, int(frame.rotation or 0))
+
+    def read(self, indices: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Frames at ``indices`` (repeats allowed) as ``(len, H, W, 3)`` uint8 plus their times.
+
+        One decoding pass that stops after the last wanted frame. ``None`` reads all.
+        """
+        want = None if indices is None else np.asarray(indices, dtype=np.int64)
+        wanted = None if want is None else set(int(i) for i in want)
+        last = None if want is None or want.size == 0 else int(want.max())
+        images: Dict[int, np.ndarray] = {}
+        times: Dict[int, float] = {}
+        order: List[int] = []
+        decoded = 0
+        for fr in self.frames(keep=None if wanted is None else (lambda i, t: i in wanted)):
+            decoded += 1
+            if fr.image is not None:
+                images[fr.index] = fr.image
+                times[fr.index] = fr.time
+                order.append(fr.index)
+            if last is not None and fr.index >= last:
+                break
+        if not images:
+            raise VideoError(f"{self.source}: no decodable video frames (zero-length or corrupt)")
+        if want is None:
+            want = np.asarray(order, dtype=np.int64)
+        missing = [int(i) for i in want if int(i) not in images]
+        if missing:
+            header = f" (the header says {self.info.num_frames})" if self.info.num_frames else ""
+            raise VideoError(f"{self.source}: truncated: frame {missing[0]} is needed but only "
+                             f"{decoded} frames are decodable{header}")
+        return np.stack([images[int(i)] for i in want]), np.asarray([times[int(i)] for i in want])
+
+    def is_constant_rate(self) -> bool:
+        """Whether index <-> time is ``index / fps`` (header frame count matches duration)."""
+        i = self.info
+        if self._is_stream or not (i.fps and i.num_frames and i.duration):
+            return False
+        return abs(i.duration * i.fps - i.num_frames) <= 1.0
+
+    def read_seek(self, indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`read` for a constant-rate file, but seeks to the first wanted frame
+        (nearest keyframe before it) instead of decoding from the start."""
+        if not self.is_constant_rate():
+            return self.read(indices)
+        fps = float(self.info.fps)
+        want = np.asarray(indices, dtype=np.int64)
+        wanted = set(int(i) for i in want)
+        first, last = int(want.min()), int(want.max())
+        got: Dict[int, Tuple[np.ndarray, float]] = {}
+        for fr in self.frames(keep=lambda i, t: int(round(t * fps)) in wanted,
+                              start_time=max(first - 0.5, 0.0) / fps):
+            k = int(round(fr.time * fps))
+            if fr.image is not None:
+                got[k] = (fr.image, fr.time)
+            if k >= last:
+                break
+        missing = [int(i) for i in want if int(i) not in got]
+        if missing:
+            raise VideoError(f"{self.source}: truncated: frame {missing[0]} is needed but cannot be "
+                             f"decoded (the header says {self.info.num_frames} frames)")
+        return (np.stack([got[int(i)][0] for i in want]),
+                np.asarray([got[int(i)][1] for i in want]))
+
+    def scan(self) -> np.ndarray:
+        """Presentation times of every frame, decoding but converting nothing."""
+        ts = np.asarray([fr.time for fr in self.frames(keep=lambda i, t: False)], dtype=np.float64)
+        if ts.size == 0:
+            raise VideoError(f"{self.source}: no decodable video frames (zero-length or corrupt)")
+        return ts
+
+    def close(self) -> None:
+        c = getattr(self, "_container", None)
+        if c is not None:
+            c.close()
+            self._container = None
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_video(source: Source, **kwargs: Any) -> VideoReader:
+    return VideoReader(source, **kwargs)
+
+
+class StreamReader:
+    """Frames from a live source that survives dropped connections.
+
+    When the connection fails or ends early (an FFmpeg error while reading), the
+    stream is reopened up to ``max_reconnects`` times, waiting ``backoff * attempt``
+    seconds between tries; frames at or before the last delivered time are skipped so
+    a restarted stream does not repeat itself. After the last failed attempt it stops
+    with a :class:`VideoError` that says how often it tried. A clean end of stream
+    (EOF) ends iteration normally. Frame indices keep counting across reconnects.
+    """
+
+    def __init__(self, source: Source, *, max_reconnects: int = 3, backoff: float = 0.5,
+                 **reader_kwargs: Any):
+        self.source = os.fspath(source)
+        self.max_reconnects = int(max_reconnects)
+        self.backoff = float(backoff)
+        self.reader_kwargs = reader_kwargs
+        self.reconnects = 0
+        self.reader = VideoReader(self.source, **reader_kwargs)  # unreachable: fails here
+        self.info = self.reader.info
+
+    def frames(self, keep: Optional[Callable[[int, float], bool]] = None) -> Iterator[Frame]:
+        next_index = 0
+        last_time = -np.inf
+        while True:
+            try:
+                assert self.reader is not None
+                for fr in self.reader.frames(keep=lambda i, t: t > last_time and (
+                        keep is None or keep(next_index, t))):
+                    if fr.time <= last_time:
+                        continue  # replayed after a reconnect
+                    fr.index = next_index
+                    next_index += 1
+                    last_time = fr.time
+                    yield fr
+                return
+            except VideoError as exc:
+                self.reader.close()
+                self.reader = None
+                cause = exc
+                while self.reconnects < self.max_reconnects:
+                    self.reconnects += 1
+                    time.sleep(self.backoff * self.reconnects)
+                    try:
+                        self.reader = VideoReader(self.source, **self.reader_kwargs)
+                        break
+                    except VideoError as again:
+                        cause = again
+                if self.reader is None:
+                    raise VideoError(f"{self.source}: stream dropped and did not recover within "
+                                     f"{self.max_reconnects} reconnect attempt(s); stopped after "
+                                     f"{next_index} frames (last error: {cause})") from cause
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+    def __enter__(self) -> "StreamReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,170 @@
+"""Real-time factor of the streaming pipeline (issue 6's performance target).
+
+    python -m e3d_eval.bench_pipeline                      # E3D-S, OpenVINO, 2 threads, hop 0.5 s
+    python -m e3d_eval.bench_pipeline --backend torch --seconds 10 --repeats 3 --json
+
+Real-time factor (RTF) = seconds of video processed per wall-clock second, for a
+640x360 30 fps H.264 video that the benchmark encodes itself (a moving pattern on
+noise, so the decoder does real work). The whole pipeline runs as a user would run
+it - decode (PyAV) -> sampling -> preprocessing -> batched inference, decoding in a
+background thread - and decode, preprocessing and inference seconds are reported
+separately (summed per stage, so with overlap they can add up to more than the wall
+time). Weights are random: they do not change the speed. Figures are medians over
+``--repeats`` runs; the machine load (``os.getloadavg``) is recorded with them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+TARGET_RTF = 10.0
+
+
+def make_video(path: Path, seconds: float, width: int = 640, height: int = 360, fps: int = 30) -> Path:
+    """A deterministic test video: bars and a disc moving over a noisy background."""
+    from e3d_zoo.video.writers import encode_video
+
+    if path.is_file():
+        return path
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 60, (8, height, width, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:height, 0:width]
+
+    def frames():
+        for i in range(int(round(seconds * fps))):
+            img = noise[i % 8].copy()
+            x = (i * 7) % width
+            img[:, x:x + 24] = (230, 230, 230)
+            cy, cx = height // 2 + int(80 * np.sin(i / 15)), (width - i * 5) % width
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < 40 ** 2] = (200, 40, 40)
+            yield img
+
+    return encode_video(path, frames(), fps=fps, options={"preset": "veryfast", "crf": "23"})
+
+
+def build_classifier(model: str, backend: str, threads: int, batch: int, cache: Path,
+                     artifact: Optional[str] = None):
+    from e3d_zoo.runtime.base import available_backends
+    from e3d_zoo.video.pipeline import VideoClassifier
+
+    if artifact:  # e.g. an INT8 or 2D-lowered export from e3d-export
+        return VideoClassifier.from_artifact(artifact, threads=threads, batch_size=batch), ""
+    note = ""
+    if backend not in available_backends():
+        note = f"{backend} not available here; fell back to torch"
+        backend = "torch"
+    clf = VideoClassifier.from_model(model, backend=backend, threads=threads, batch_size=batch,
+                                     cache_dir=cache)
+    return clf, note
+
+
+def run_once(clf, video: Path, hop: float, batch: int) -> Dict[str, float]:
+    """One pipeline pass, then - in the same moment, so under the same machine load -
+    the same number of windows through the backend alone (random clips, same batch)."""
+    timing: Dict[str, float] = {}
+    t0 = time.perf_counter()
+    n = sum(1 for _ in clf.stream(video, hop=hop, timing=timing, batch_windows=batch))
+    wall = time.perf_counter() - t0
+    T, (h, w) = clf.sampling.num_frames, clf.transform.input_size
+    clips = np.random.default_rng(0).standard_normal((batch, 3, T, h, w)).astype(np.float32)
+    t1 = time.perf_counter()
+    for _ in range(-(-n // batch)):
+        clf.backend.run(clips)
+    infer_only = time.perf_counter() - t1
+    return {"wall_s": wall, "windows": n, "inference_only_wall_s": infer_only,
+            **{k: timing[k] for k in ("decode_s", "preprocess_s", "infer_s")}}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m e3d_eval.bench_pipeline", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="e3d_s")
+    p.add_argument("--backend", default="openvino")
+    p.add_argument("--artifact", default=None,
+                   help="benchmark this exported .xml/.onnx instead of exporting --model")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--hop", type=float, default=0.5)
+    p.add_argument("--seconds", type=float, default=20.0, help="length of the benchmark video")
+    p.add_argument("--batch", type=int, default=1, help="windows per inference call")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--cache", default=None, help="folder for the video and the exported model "
+                   "(default: a temporary folder)")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = p.parse_args(argv)
+
+    from tqdm import tqdm
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="e3d_bench_pipeline."))
+    video = make_video(cache / f"bench_640x360_30fps_{int(args.seconds)}s.mp4", args.seconds)
+    clf, note = build_classifier(args.model, args.backend, args.threads, args.batch, cache,
+                                 args.artifact)
+    from e3d_zoo.video.decode import VideoReader
+
+    with VideoReader(video) as r:
+        info = r.info
+    run_once(clf, video, args.hop, args.batch)  # warm-up: first-call allocations, page cache
+    runs: List[Dict[str, float]] = []
+    loads = []
+    for _ in tqdm(range(args.repeats), desc="pipeline runs", file=sys.stderr, disable=None):
+        loads.append(os.getloadavg()[0])
+        runs.append(run_once(clf, video, args.hop, args.batch))
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    duration = float(info.duration or info.num_frames / info.fps)
+    result: Dict[str, Any] = {
+        "video": {"width": info.width, "height": info.height, "fps": info.fps, "seconds": duration},
+        "model": args.artifact or args.model, "backend": clf.backend.describe(), "note": note,
+        "threads": args.threads, "hop_s": args.hop, "batch": args.batch, "repeats": args.repeats,
+        "window": {"num_frames": clf.sampling.num_frames, "frame_stride": clf.sampling.frame_stride,
+                   "input_size": list(clf.transform.input_size)},
+        "median": med,
+        "rtf": duration / med["wall_s"],
+        "rtf_runs": [duration / r["wall_s"] for r in runs],
+        "per_video_second": {k.replace("_s", "_ms"): 1000 * med[k] / duration
+                             for k in ("decode_s", "preprocess_s", "infer_s")},
+        "infer_ms_per_window": 1000 * med["infer_s"] / med["windows"],
+        # same-run ratios: robust to the machine's load, unlike the absolute figures
+        "pipeline_over_inference_only": statistics.median(
+            r["wall_s"] / r["inference_only_wall_s"] for r in runs),
+        "rtf_if_inference_only": statistics.median(duration / r["inference_only_wall_s"] for r in runs),
+        "stage_share_of_wall": {k: med[k] / med["wall_s"] for k in ("decode_s", "preprocess_s", "infer_s")},
+        "load_avg_1min": loads, "cpu_count": os.cpu_count(), "target_rtf": TARGET_RTF,
+    }
+    result["meets_target"] = result["rtf"] >= TARGET_RTF
+    if args.out:
+        from e3d_zoo.atomic import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        b = result["backend"]
+        print(f"{args.artifact or args.model} on {b['backend']} ({b.get('runtime_version', '?')}), {args.threads} threads, "
+              f"hop {args.hop}s, {info.width}x{info.height}@{info.fps:g}fps, {duration:.1f}s video"
+              + (f"  [{note}]" if note else ""))
+        print(f"  real-time factor: {result['rtf']:.2f}x (median of {args.repeats}; runs "
+              + ", ".join(f"{x:.2f}" for x in result["rtf_runs"]) + f"; target {TARGET_RTF:g}x)")
+        print(f"  windows: {med['windows']:.0f}; wall {med['wall_s']:.2f}s; per second of video: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in result["per_video_second"].items()))
+        print(f"  inference {result['infer_ms_per_window']:.1f} ms/window; same run, backend alone: "
+              f"RTF {result['rtf_if_inference_only']:.2f}x, pipeline/backend-alone wall "
+              f"{result['pipeline_over_inference_only']:.2f}")
+        print(f"  load avg (1 min) at each run: {', '.join(f'{x:.1f}' for x in loads)} "
+              f"on {os.cpu_count()} cores")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""e3d-infer end to end: folders with a failing file, outputs, resume, streams, annotation."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from e3d_zoo.cli.infer import main
+from e3d_zoo.video.decode import VideoReader
+from e3d_zoo.video.writers import encode_video
+
+from .helpers import FileServer, faststart_mp4, make_tiny_spec, moving_bar
+
+
+@pytest.fixture(scope="module")
+def arch(tmp_path_factory):
+    path = tmp_path_factory.mktemp("arch") / "tiny.json"
+    make_tiny_spec(frames=4, size=32).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "in"
+    encode_video(d / "a.mp4", moving_bar(20, 32, 48), fps=30)
+    encode_video(d / "sub" / "b.mkv", moving_bar(12, 40, 30, seed=1), fps=24, codec="ffv1")
+    (d / "broken.mp4").write_bytes(b"not a video at all" * 50)
+    return d
+
+
+def test_folder_run_lists_failures_writes_outputs_and_exits_nonzero(arch, folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main([str(folder), "--model", arch, "--random-weights", "--num-classes", "3", "--clips", "2", "--threads", "1",
+               "--jsonl", str(out / "r.jsonl"), "--csv", str(out / "r.csv"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "1 input(s) failed" in err and "broken.mp4" in err and "Traceback" not in err
+    recs = [json.loads(line) for line in (out / "r.jsonl").read_text().splitlines()]
+    assert sorted(r["kind"] for r in recs) == ["error", "video", "video"]
+    assert not (out / "r.jsonl.partial").exists()
+    rows = list(csv.DictReader((out / "r.csv").open()))
+    assert {r["source"].rsplit("/", 1)[-1] for r in rows} == {"a.mp4", "b.mkv"}
+    assert all(r["label"].startswith("class_") and 0 < float(r["score"]) <= 1 for r in rows)
+
+
+def test_rerun_resumes_from_the_jsonl_and_only_retries_failures(arch, folder, tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    args = [str(folder), "--model", arch, "--random-weights", "--num-classes", "3", "--clips", "1", "--crops", "1",
+            "--threads", "1", "--jsonl", str(out), "--json"]
+    assert main(args) == 1
+    capsys.readouterr()
+    (folder / "broken.mp4").unlink()
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["skipped_done"] == 2 and summary["records"] == [] and summary["failures"] == []
+
+
+def test_json_output_for_scripts_in_stream_mode_with_annotation(arch, tmp_path, capsys):
+    src = encode_video(tmp_path / "clip.mp4", moving_bar(45, 36, 64), fps=30)
+    ann = tmp_path / "labelled.mp4"
+    rc = main([str(src), "--model", arch, "--random-weights", "--num-classes", "4", "--mode", "stream", "--hop", "0.5",
+               "--top-k", "2", "--threads", "1", "--annotate", str(ann), "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    wins = summary["records"]
+    assert len(wins) >= 2 and all(w["kind"] == "window" and len(w["top"]) == 2 for w in wins)
+    assert summary["backend"]["backend"] == "torch"
+    with VideoReader(ann) as r:
+        assert r.info.num_frames == 45 and (r.info.width, r.info.height) == (64, 36)
+        frames, _ = r.read([0, 44])
+    # the label band is drawn once a window has been emitted: dark band + white text pixels
+    band = frames[1, :6]
+    assert (band < 40).mean() > 0.5 and band.max() > 200
+
+
+def test_live_http_stream_in_stream_mode(arch, tmp_path, capsys):
+    data = faststart_mp4(tmp_path / "live.mp4", moving_bar(30, 32, 32)).read_bytes()
+    server = FileServer(data, drops=1, cut=len(data) // 2)
+    try:
+        rc = main([server.url, "--model", arch, "--random-weights", "--random-weights", "--num-classes", "3", "--threads", "1", "--hop", "0.25",
+                   "--max-reconnects", "2", "--json"])
+    finally:
+        server.close()
+    assert rc == 0
+    wins = json.loads(capsys.readouterr().out)["records"]
+    ends = [w["end_time"] for w in wins]
+    assert len(wins) >= 3 and ends == sorted(ends)
+
+
+def test_unreachable_stream_and_bad_options_exit_nonzero_without_traceback(arch, tmp_path, capsys):
+    rc = main(["http://127.0.0.1:9/live.ts", "--model", arch, "--random-weights", "--timeout", "2", "--max-reconnects", "0"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "cannot connect to stream" in err and "Traceback" not in err
+    assert main([str(tmp_path), "--model", arch, "--random-weights", "--hop", "0"]) == 2
+    assert "--hop" in capsys.readouterr().err
+    assert main([str(tmp_path), "--model", arch, "--random-weights", "--csv", str(tmp_path / "x.txt")]) == 2
+    assert "--csv" in capsys.readouterr().err
+
+
+def test_trained_model_folder_with_label_names(tmp_path, capsys):
+    """A save-pretrained folder (what e3d-train writes) carries weights and class names."""
+    import torch
+
+    from e3d_zoo import create_model
+    from e3d_zoo.hub import save_pretrained
+    from e3d_zoo.video.decode import VideoReader
+    from e3d_zoo.video.pipeline import softmax
+    from e3d_zoo.video.sampling import SamplingConfig, multi_view_indices
+    from e3d_zoo.video.transforms import EvalTransform
+
+    torch.manual_seed(3)
+    model = create_model(make_tiny_spec(frames=4, size=32), num_classes=3).eval()
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, 3.0)
+    names = ["wave", "jump", "sit"]
+    save_pretrained(model, tmp_path / "model", label_names=names)
+    src = encode_video(tmp_path / "v.mp4", moving_bar(30, 40, 40), fps=30)
+    rc = main([str(src), "--model", str(tmp_path / "model"), "--clips", "1", "--crops", "1",
+               "--threads", "1", "--json"])
+    assert rc == 0
+    rec = json.loads(capsys.readouterr().out)["records"][0]
+    with VideoReader(src) as r:
+        frames, _ = r.read(multi_view_indices(30, SamplingConfig.from_cfg(model.pretrained_cfg), 1)[0])
+    with torch.no_grad():
+        p = softmax(model(EvalTransform.from_cfg(model.pretrained_cfg)(frames)[None]).numpy())[0]
+    assert rec["top"][0]["label"] == names[int(np.argmax(p))]
+    assert rec["top"][0]["score"] == pytest.approx(float(p.max()), abs=1e-5)
+
+
+def test_exported_backend_from_the_cli_uses_the_artifact_cache(arch, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("e3d_export")
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("E3D_CACHE", str(tmp_path / "cache"))
+    src = encode_video(tmp_path / "v.mp4", moving_bar(20, 32, 32), fps=30)
+    args = [str(src), "--model", arch, "--random-weights", "--num-classes", "3", "--backend", "ort",
+            "--threads", "1", "--clips", "1", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["backend"]["backend"] == "onnxruntime"
+    cached = list((tmp_path / "cache" / "artifacts").glob("*.onnx"))
+    assert len(cached) == 1 and out["backend"]["artifact"] == str(cached[0])
+    # the exported file alone reproduces the result (preprocessing from its metadata)
+    assert main([str(src), "--artifact", str(cached[0]), "--threads", "1", "--clips", "1", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["records"][0]["top"][0]["score"] == pytest.approx(out["records"][0]["top"][0]["score"], abs=1e-5)

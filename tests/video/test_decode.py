@@ -1,0 +1,202 @@
+"""Decoding real encoded videos: orientation, sizes, pixel formats, timing, bad inputs, streams."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from e3d_zoo.errors import VideoError
+from e3d_zoo.video.decode import StreamReader, VideoReader, expand_inputs
+from e3d_zoo.video.writers import encode_video
+
+from .helpers import FileServer, faststart_mp4, frame_number, moving_bar, numbered_frames
+
+
+def test_rotation_metadata_gives_upright_frames(tmp_path):
+    # landscape source whose left quarter is white, stored with a 90 deg CCW display rotation
+    img = np.zeros((32, 64, 3), np.uint8)
+    img[:, :16] = 255
+    path = encode_video(tmp_path / "rot.mp4", [img] * 3, fps=10, rotation=90)
+    with VideoReader(path) as r:
+        assert r.info.rotation == 90
+        assert (r.info.width, r.info.height) == (32, 64)
+        frames, _ = r.read()
+    assert frames.shape == (3, 64, 32, 3)
+    # rotating CCW moves the left strip to the bottom
+    assert frames[0, -16:].mean() > 200 and frames[0, :-16].mean() < 30
+
+
+def test_odd_size_and_grayscale_decode_to_rgb(tmp_path):
+    odd = encode_video(tmp_path / "odd.mp4", moving_bar(4, 33, 47), fps=10)
+    with VideoReader(odd) as r:
+        frames, _ = r.read()
+    assert frames.shape == (4, 33, 47, 3)
+    assert frames[0, :5, :5, 0].mean() > 180  # the red marker survived, top-left
+    gray = encode_video(tmp_path / "gray.mkv", (np.full((31, 45), v, np.uint8) for v in (20, 120, 220)),
+                        fps=10, codec="ffv1")
+    with VideoReader(gray) as r:
+        assert r.info.pix_fmt == "gray" and r.info.num_frames is None  # mkv has no frame count
+        frames, _ = r.read()
+    assert frames.shape == (3, 31, 45, 3)
+    assert [int(f.mean()) for f in frames] == [20, 120, 220]  # ffv1 is lossless
+
+
+def test_variable_frame_rate_keeps_presentation_times(tmp_path):
+    times = [0.0, 0.04, 0.08, 0.5, 0.55, 1.3]
+    path = encode_video(tmp_path / "vfr.mp4", numbered_frames(6, 32, 32), fps=25, times=times)
+    with VideoReader(path) as r:
+        ts = r.scan()
+        frames, t2 = r.read()  # a second pass on the same reader starts over
+    assert np.allclose(ts, times, atol=1e-3) and np.allclose(t2, times, atol=1e-3)
+    assert [frame_number(f) for f in frames] == list(range(6))
+
+
+def test_read_selects_frames_and_seek_starts_late(tmp_path):
+    path = encode_video(tmp_path / "n.mp4", numbered_frames(12, 32, 32), fps=10)
+    with VideoReader(path) as r:
+        frames, ts = r.read([7, 2, 2, 9])
+    assert [frame_number(f) for f in frames] == [7, 2, 2, 9]
+    assert np.allclose(ts, [0.7, 0.2, 0.2, 0.9])
+    with VideoReader(path) as r:
+        later = [(f.time, frame_number(f.image)) for f in r.frames(start_time=0.6)]
+    assert later[0] == pytest.approx((0.6, 6)) and len(later) == 6
+
+
+def test_frames_not_requested_are_not_converted(tmp_path):
+    path = encode_video(tmp_path / "n.mp4", numbered_frames(6, 16, 16), fps=10)
+    with VideoReader(path) as r:
+        got = list(r.frames(keep=lambda i, t: i % 2 == 0))
+    assert [f.index for f in got] == list(range(6))
+    assert [f.image is not None for f in got] == [True, False] * 3
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    import av
+
+    d = tmp_path_factory.mktemp("bad")
+    good = encode_video(d / "good.mp4", moving_bar(30, 32, 48), fps=30).read_bytes()
+    (d / "cut_index.mp4").write_bytes(good[: len(good) // 2])  # moov atom at the end: lost
+    fast = faststart_mp4(d / "fast.mp4", moving_bar(60, 32, 48)).read_bytes()
+    (d / "cut_tail.mp4").write_bytes(fast[: len(fast) // 2])  # index intact, frames missing
+    (d / "corrupt.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes())
+    (d / "empty.mp4").write_bytes(b"")
+    c = av.open(str(d / "audio.m4a"), "w")
+    s = c.add_stream("aac", rate=16000)
+    fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+    fr.sample_rate, fr.pts = 16000, 0
+    for p in list(s.encode(fr)) + list(s.encode()):
+        c.mux(p)
+    c.close()
+    c = av.open(str(d / "zero_frames.mkv"), "w")  # a video stream with no frames at all
+    s = c.add_stream("libx264", rate=30)
+    s.width, s.height = 32, 32
+    c.start_encoding()
+    c.close()
+    return d
+
+
+@pytest.mark.parametrize("name, message", [
+    ("cut_index.mp4", "cannot open as a video"),
+    ("corrupt.mp4", "cannot open as a video"),
+    ("empty.mp4", "empty file"),
+    ("audio.m4a", "no video stream .*audio"),
+    ("zero_frames.mkv", "cannot open as a video|zero-length"),
+    ("missing.mp4", "no such file"),
+])
+def test_bad_inputs_raise_one_clear_error_naming_the_file(bad_inputs, name, message):
+    with pytest.raises(VideoError, match=message) as info:
+        with VideoReader(bad_inputs / name) as r:
+            r.read()
+    assert name in str(info.value)
+
+
+def test_truncated_video_reports_what_is_missing(bad_inputs):
+    with VideoReader(bad_inputs / "cut_tail.mp4") as r:
+        assert r.info.num_frames == 60
+        with pytest.raises(VideoError, match=r"truncated: frame \d+ is needed but only \d+ frames"):
+            r.read([0, 59])
+
+
+def test_expand_inputs_lists_folder_videos(tmp_path):
+    encode_video(tmp_path / "b" / "x.mp4", moving_bar(2, 16, 16), fps=10)
+    (tmp_path / "notes.txt").write_text("not a video")
+    assert expand_inputs([tmp_path, "rtsp://cam/live"]) == [str(tmp_path / "b" / "x.mp4"), "rtsp://cam/live"]
+
+
+def test_http_stream_reads_every_frame(tmp_path):
+    data = faststart_mp4(tmp_path / "s.mp4", numbered_frames(20, 32, 32), fps=10).read_bytes()
+    server = FileServer(data)
+    try:
+        with StreamReader(server.url, timeout=5) as r:
+            assert r.info.is_stream
+            nums = [frame_number(f.image) for f in r.frames()]
+    finally:
+        server.close()
+    assert nums == [i % 12 for i in range(20)]
+
+
+def test_dropped_http_stream_reconnects_without_repeating_frames(tmp_path):
+    data = faststart_mp4(tmp_path / "s.mp4", numbered_frames(40, 32, 32), fps=10).read_bytes()
+    server = FileServer(data, drops=1, cut=len(data) // 2)
+    try:
+        with StreamReader(server.url, max_reconnects=2, backoff=0.01, timeout=5) as r:
+            frames = list(r.frames())
+            assert r.reconnects == 1
+    finally:
+        server.close()
+    assert server.requests >= 2
+    times = [f.time for f in frames]
+    assert len(frames) == 40 and np.all(np.diff(times) > 0)
+    assert [f.index for f in frames] == list(range(40))
+
+
+def test_stream_that_keeps_dropping_stops_with_a_clear_message(tmp_path):
+    data = faststart_mp4(tmp_path / "s.mp4", numbered_frames(40, 32, 32), fps=10).read_bytes()
+    server = FileServer(data, drops=100, cut=len(data) // 2)
+    try:
+        with pytest.raises(VideoError, match="did not recover within 2 reconnect"):
+            with StreamReader(server.url, max_reconnects=2, backoff=0.01, timeout=5) as r:
+                for _ in r.frames():
+                    pass
+    finally:
+        server.close()
+    assert server.requests == 3  # the first connection + 2 reconnects, then it gives up
+
+
+def test_unreachable_stream_url_is_a_clear_error():
+    with socket_free_port() as port:
+        with pytest.raises(VideoError, match="cannot connect to stream"):
+            StreamReader(f"http://127.0.0.1:{port}/live.ts", timeout=2, max_reconnects=0)
+
+
+class socket_free_port:
+    """A port nothing listens on (bound, then released)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        return self.port
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def test_seeking_reads_the_same_frames_while_decoding_fewer(tmp_path):
+    # keyframe every 10 frames so a seek lands close to the wanted frame
+    path = encode_video(tmp_path / "long.mp4", numbered_frames(120, 16, 16), fps=30,
+                        options={"g": "10", "bf": "0"})
+    want = [95, 97, 99]
+    with VideoReader(path) as r:
+        assert r.is_constant_rate()
+        seq, t_seq = r.read(want)
+        sequential = r.frames_decoded
+    with VideoReader(path) as r:
+        sk, t_sk = r.read_seek(want)
+        seeking = r.frames_decoded
+    assert np.array_equal(seq, sk) and np.allclose(t_seq, t_sk)
+    assert [frame_number(f) for f in sk] == [i % 12 for i in want]
+    assert seeking <= 15 < sequential

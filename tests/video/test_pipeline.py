@@ -1,0 +1,267 @@
+"""Both inference modes on real encoded videos, on every backend that runs here."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from e3d_zoo import create_model
+from e3d_zoo.errors import ConfigError
+from e3d_zoo.video.decode import VideoReader
+from e3d_zoo.video.pipeline import VideoClassifier, _prefetch, load_labels, softmax
+from e3d_zoo.video.sampling import multi_view_indices
+from e3d_zoo.video.transforms import EvalTransform, MultiCropTransform
+from e3d_zoo.video.writers import encode_video
+
+from .helpers import make_tiny_spec, moving_bar, numbered_frames
+
+NUM_CLASSES = 5
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = create_model(make_tiny_spec(frames=4, size=32), num_classes=NUM_CLASSES).eval()
+    # non-trivial head so that views really differ in their scores
+    with torch.no_grad():
+        m.classifier.weight.normal_(0, 2.0)
+    return m
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    return {
+        "bar": encode_video(d / "bar.mp4", moving_bar(60, 48, 80), fps=30),
+        "short": encode_video(d / "short.mp4", moving_bar(3, 40, 40), fps=30),
+        "numbered": encode_video(d / "numbered.mp4", numbered_frames(60, 36, 36), fps=30),
+    }
+
+
+def _direct(model, clips):
+    with torch.no_grad():
+        return softmax(model(clips).numpy())
+
+
+def test_multi_view_classification_equals_the_protocol_computed_by_hand(model, videos):
+    clf = VideoClassifier.from_model(model, threads=1, num_clips=3, num_crops=3, top_k=3)
+    rec = clf.classify(videos["bar"], return_probs=True)
+    assert rec["kind"] == "video" and rec["num_views"] == 9 and rec["num_frames"] == 60
+    # by hand: 3 evenly spread clips (stride 2 from the config) x 3 crops, softmax, mean
+    cfg = model.pretrained_cfg
+    idx = multi_view_indices(60, clf.sampling, 3)
+    with VideoReader(videos["bar"]) as r:
+        frames, _ = r.read()
+    crops = MultiCropTransform.from_cfg(cfg, num_crops=3)
+    views = torch.cat([crops(frames[i]) for i in idx])
+    expected = _direct(model, views).mean(0)
+    assert np.allclose(rec["probs"], expected, atol=1e-5)
+    assert rec["top"][0]["index"] == int(np.argmax(expected))
+    assert [t["score"] for t in rec["top"]] == sorted((t["score"] for t in rec["top"]), reverse=True)
+    assert set(rec["timing"]) == {"decode_s", "preprocess_s", "infer_s"}
+
+
+def test_single_view_uses_the_eval_transform(model, videos):
+    clf = VideoClassifier.from_model(model, threads=1)
+    rec = clf.classify(videos["bar"], num_clips=1, num_crops=1, return_probs=True)
+    with VideoReader(videos["bar"]) as r:
+        frames, _ = r.read(multi_view_indices(60, clf.sampling, 1)[0])
+    expected = _direct(model, EvalTransform.from_cfg(model.pretrained_cfg)(frames)[None])[0]
+    assert rec["num_views"] == 1 and np.allclose(rec["probs"], expected, atol=1e-5)
+
+
+def test_stream_windows_follow_hop_and_equal_direct_inference(model, videos):
+    clf = VideoClassifier.from_model(model, threads=1, batch_size=3)
+    timing = {}
+    wins = list(clf.stream(videos["numbered"], hop=0.5, return_probs=True, timing=timing))
+    # stride 2 at 30 fps -> 15 sampled frames/s; hop 0.5 s -> every 8 sampled frames
+    # (7.5 rounded); 30 sampled frames, a window of 4: windows end at 3, 11, 19, 27
+    assert [w["window"] for w in wins] == [0, 1, 2, 3]
+    assert [round(w["start_time"], 3) for w in wins] == [0.0, 0.533, 1.067, 1.6]
+    assert all(w["end_time"] > w["start_time"] for w in wins)
+    with VideoReader(videos["numbered"]) as r:
+        frames, _ = r.read()
+    tf = EvalTransform.from_cfg(model.pretrained_cfg)
+    for w in wins:
+        first = int(round(w["start_time"] * 30))
+        expected = _direct(model, tf(frames[first:first + 8:2])[None])[0]
+        assert np.allclose(w["probs"], expected, atol=1e-5)
+    assert timing["decode_s"] > 0 and timing["preprocess_s"] > 0 and timing["infer_s"] > 0
+
+
+def test_stream_smoothing_is_an_exponential_moving_average(model, videos):
+    clf = VideoClassifier.from_model(model, threads=1)
+    raw = [np.array(w["probs"]) for w in clf.stream(videos["bar"], hop=0.25, return_probs=True)]
+    smooth = [np.array(w["probs"]) for w in clf.stream(videos["bar"], hop=0.25, smoothing=0.6,
+                                                        return_probs=True)]
+    assert len(raw) == len(smooth) >= 3
+    ema = raw[0]
+    for r, s in zip(raw, smooth):
+        ema = ema if r is raw[0] else 0.6 * ema + 0.4 * r
+        assert np.allclose(s, ema, atol=1e-6)
+
+
+def test_video_shorter_than_a_clip_is_looped_in_both_modes(model, videos):
+    clf = VideoClassifier.from_model(model, threads=1)
+    rec = clf.classify(videos["short"], num_clips=2, num_crops=1)
+    assert rec["num_frames"] == 3 and rec["num_views"] == 2
+    wins = list(clf.stream(videos["short"], hop=0.5, return_probs=True))
+    assert len(wins) == 1  # 2 sampled frames (0, 2), looped to 4: 0 2 0 2
+    with VideoReader(videos["short"]) as r:
+        frames, _ = r.read([0, 2, 0, 2])
+    expected = _direct(model, EvalTransform.from_cfg(model.pretrained_cfg)(frames)[None])[0]
+    assert np.allclose(wins[0]["probs"], expected, atol=1e-5)
+
+
+def test_many_videos_keep_going_past_a_bad_one(model, videos, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 2048)
+    clf = VideoClassifier.from_model(model, threads=1)
+    recs = list(clf.classify_many([videos["bar"], bad, videos["short"]], num_clips=1, num_crops=1))
+    assert [r["kind"] for r in recs] == ["video", "error", "video"]
+    assert "bad.mp4" in recs[1]["error"]
+
+
+def test_labels_come_from_a_file(model, videos, tmp_path):
+    (tmp_path / "labels.txt").write_text("\n".join(f"action {i}" for i in range(NUM_CLASSES)))
+    labels = load_labels(tmp_path / "labels.txt")
+    clf = VideoClassifier.from_model(model, threads=1, labels=labels)
+    rec = clf.classify(videos["bar"], num_clips=1, num_crops=1)
+    assert rec["top"][0]["label"] == f"action {rec['top'][0]['index']}"
+
+
+def test_bad_options_are_named(model):
+    clf = VideoClassifier.from_model(model, threads=1)
+    with pytest.raises(ConfigError, match="hop"):
+        next(clf.stream("x.mp4", hop=0))
+    with pytest.raises(ConfigError, match="smoothing"):
+        next(clf.stream("x.mp4", smoothing=1.0))
+
+
+def test_prefetch_reraises_producer_errors_in_order():
+    def items():
+        yield 1
+        yield 2
+        raise RuntimeError("boom")
+
+    got = []
+    with pytest.raises(RuntimeError, match="boom"):
+        for x in _prefetch(items()):
+            got.append(x)
+    assert got == [1, 2]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_exported_backends_agree_with_torch_in_both_modes(model, videos, tmp_path, backend):
+    pytest.importorskip("e3d_export")
+    pytest.importorskip({"onnxruntime": "onnxruntime", "openvino": "openvino"}[backend])
+    ref = VideoClassifier.from_model(model, threads=1)
+    clf = VideoClassifier.from_model(model, backend=backend, threads=1, cache_dir=tmp_path)
+    assert clf.backend.name == backend
+    a = ref.classify(videos["bar"], num_clips=2, return_probs=True)
+    b = clf.classify(videos["bar"], num_clips=2, return_probs=True)
+    assert np.allclose(a["probs"], b["probs"], atol=1e-4)
+    wa = [w["probs"] for w in ref.stream(videos["bar"], hop=0.5, return_probs=True)]
+    wb = [w["probs"] for w in clf.stream(videos["bar"], hop=0.5, return_probs=True)]
+    assert len(wa) == len(wb) > 1 and np.allclose(wa, wb, atol=1e-4)
+    # the artifact alone carries the preprocessing contract
+    art = VideoClassifier.from_artifact(clf.backend.path, threads=1)
+    assert art.sampling == clf.sampling and art.transform == clf.transform
+    c = art.classify(videos["bar"], num_clips=2, return_probs=True)
+    assert np.allclose(c["probs"], a["probs"], atol=1e-4)
+
+
+def test_multi_view_on_a_long_video_seeks_and_matches_sequential_decoding(model, tmp_path):
+    path = encode_video(tmp_path / "long.mp4", moving_bar(300, 32, 48), fps=30, options={"g": "15"})
+    clf = VideoClassifier.from_model(model, threads=1, num_clips=3, num_crops=1)
+    rec = clf.classify(path, return_probs=True)
+    assert rec["frames_decoded"] < 150  # 3 clips of 7 frames in 300: seeks, no full decode
+    with VideoReader(path) as r:
+        frames, _ = r.read()
+    idx = multi_view_indices(300, clf.sampling, 3)
+    tf = EvalTransform.from_cfg(model.pretrained_cfg)
+    expected = _direct(model, torch.stack([tf(frames[i]) for i in idx])).mean(0)
+    assert np.allclose(rec["probs"], expected, atol=1e-5)
+
+
+def test_static_batch_artifact_is_fed_exact_batches(model, videos, tmp_path):
+    e3d_export = pytest.importorskip("e3d_export")
+    pytest.importorskip("onnxruntime")
+    onnx = e3d_export.export_onnx(model, tmp_path / "b2.onnx", batch=2, dynamic_batch=False)
+    clf = VideoClassifier.from_artifact(onnx, threads=1, batch_size=8)
+    assert clf._fixed_batch() == 2
+    ref = VideoClassifier.from_model(model, threads=1)
+    a = clf.classify(videos["bar"], num_clips=1, num_crops=3, return_probs=True)  # 3 views: 2 + 1 padded
+    b = ref.classify(videos["bar"], num_clips=1, num_crops=3, return_probs=True)
+    assert np.allclose(a["probs"], b["probs"], atol=1e-4)
+
+
+def test_label_count_must_match_the_classifier(model):
+    from e3d_zoo.errors import DataError
+
+    with pytest.raises(DataError, match="5 classes, found 2"):
+        VideoClassifier.from_model(model, threads=1, labels=["a", "b"])
+
+
+def test_sampling_by_time_on_variable_frame_rate_video_in_both_modes(model, tmp_path):
+    from e3d_zoo.video.sampling import resample_indices
+
+    rng = np.random.default_rng(1)
+    times = np.concatenate([[0.0], np.cumsum(rng.uniform(0.01, 0.12, 39))])
+    path = encode_video(tmp_path / "vfr.mp4", moving_bar(40, 32, 48), fps=30, times=times)
+    clf = VideoClassifier.from_model(model, threads=1, num_crops=1)
+    clf.sampling = clf.sampling.replace(sample_fps=10.0)
+    with VideoReader(path) as r:
+        ts = r.scan()
+    grid = resample_indices(ts, 10.0)
+    wins = list(clf.stream(path, hop=0.4, return_probs=True))  # hop = 4 grid slots
+    assert len(wins) >= 3
+    assert [w["start_time"] for w in wins] == pytest.approx([ts[grid[4 * k]] for k in range(len(wins))],
+                                                            abs=1e-6)
+    with VideoReader(path) as r:
+        frames, _ = r.read()
+    tf = EvalTransform.from_cfg(model.pretrained_cfg)
+    expected = _direct(model, tf(frames[grid[4:8]])[None])[0]
+    assert np.allclose(wins[1]["probs"], expected, atol=1e-5)
+    rec = clf.classify(path, num_clips=2)
+    assert rec["num_views"] == 2 and rec["num_frames"] == 40
+
+
+def test_leaving_a_stream_early_stops_the_decoding_thread(model, videos):
+    import gc
+    import threading
+    import time
+
+    clf = VideoClassifier.from_model(model, threads=1)
+    gen = clf.stream(videos["numbered"], hop=0.1, start_time=0.5)
+    first = next(gen)
+    assert first["start_time"] >= 0.5 - 1e-6  # --start seeks
+    gen.close()
+    gc.collect()
+    deadline = time.time() + 5
+    while any(t.name == "e3d-decode" for t in threading.enumerate()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "e3d-decode" for t in threading.enumerate())
+
+
+def test_views_of_several_videos_share_inference_batches(model, videos):
+    calls = []
+    clf = VideoClassifier.from_model(model, threads=1, batch_size=4)
+    run = clf.backend.run
+    clf.backend.run = lambda x: (calls.append(len(x)), run(x))[1]
+    srcs = [videos["bar"], videos["numbered"], videos["short"], videos["bar"], videos["numbered"]]
+    recs = list(clf.classify_many(srcs, num_clips=1, num_crops=1, return_probs=True))
+    assert [r["source"] for r in recs] == [str(s) for s in srcs]
+    assert calls == [4, 1]  # five one-view videos: one full batch of 4, then the rest
+    single = VideoClassifier.from_model(model, threads=1)
+    for r, s in zip(recs, srcs):
+        assert np.allclose(r["probs"], single.classify(s, num_clips=1, num_crops=1,
+                                                       return_probs=True)["probs"], atol=1e-5)
+
+
+def test_views_hands_out_the_network_input(model, videos):
+    clf = VideoClassifier.from_model(model, threads=1)
+    x = clf.views(videos["bar"], num_clips=2, num_crops=3)
+    assert tuple(x.shape) == (6, 3, 4, 32, 32) and x.dtype == torch.float32
+    rec = clf.classify(videos["bar"], num_clips=2, num_crops=3, return_probs=True)
+    assert np.allclose(rec["probs"], _direct(model, x).mean(0), atol=1e-5)
