@@ -8,22 +8,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from e3d_zoo.spec import ArchSpec  # noqa: E402
-
-TINY_BLOCKS = [
-    {"class": "Conv3DKXBNRELU", "in": 3, "out": 8, "s": 2, "kt": 1, "k": 3},
-    {"class": "SuperRes3DK1DWK1", "in": 8, "out": 8, "s": 2, "kt": 1, "k": 5, "L": 1, "btn": 8},
-    {"class": "SuperRes3DK1DWK1", "in": 8, "out": 16, "s": 2, "kt": 3, "k": 3, "L": 2, "btn": 16},
-    {"class": "SuperRes3DK1DWK1", "in": 16, "out": 16, "s": 1, "kt": 3, "k": 3, "L": 1, "btn": 24},
-    {"class": "SuperRes3DK1DWK1", "in": 16, "out": 24, "s": 2, "kt": 3, "k": 3, "L": 1, "btn": 32},
-    {"class": "Conv3DKXBNRELU", "in": 24, "out": 32, "s": 1, "kt": 1, "k": 1},
-]
-
-
-def make_tiny_spec(frames: int = 4, size: int = 32, head_hidden: int = 64) -> ArchSpec:
-    """A 6-block E3D-shaped network (~10k params) with every block kind the zoo uses."""
-    return ArchSpec.from_dict({"name": "e3d_tiny", "frames": frames, "size": size,
-                               "head_hidden": head_hidden, "blocks": TINY_BLOCKS})
-
+from tiny_arch import TINY_BLOCKS, make_tiny_spec  # noqa: E402,F401
 
 @pytest.fixture
 def tiny_spec() -> ArchSpec:

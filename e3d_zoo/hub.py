@@ -1,0 +1,483 @@
+"""Pretrained weights: save-pretrained folders, the Hugging Face Hub, checkpoint import.
+
+A save-pretrained folder (what ``e3d-zoo push`` uploads, what ``hf-hub:`` ids name)::
+
+    model.safetensors   the state_dict (safetensors)
+    config.json         timm's layout (architecture, num_classes, pretrained_cfg) plus
+                        "e3d": {"spec": <the arch JSON>} so any searched net rebuilds
+    README.md           a model card: metrics, intended use, a usage snippet
+
+Loading goes through huggingface_hub (``hf_hub_download``), so its cache,
+``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and revision pinning (``hf-hub:org/name@rev``)
+apply. Pickle checkpoints are read with ``torch.load(weights_only=True)`` only, and
+checkpoints saved by the reference implementation (``block_list.*``, ``fc_linear.*``)
+are renamed to this package's keys.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, MutableMapping, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from .errors import ArchError, HubError, WeightsError
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+FORMAT_VERSION = 1
+LIBRARY_NAME = "e3d-zoo"
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
+_HOW_TO_GET = ("Train one with `e3d-train CONFIG` (it writes OUTPUT/model/), publish it with "
+               "`e3d-zoo push OUTPUT/model ORG/NAME`, or build with pretrained=False.")
+
+
+# ---- saving -----------------------------------------------------------------
+
+def _spec_of(model: nn.Module):
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise WeightsError(f"save_pretrained: expected an E3D model (with .spec), found "
+                           f"{type(model).__name__}")
+    return spec
+
+
+def model_config(model: nn.Module, label_names: Optional[List[str]] = None) -> Dict[str, Any]:
+    """config.json content for ``model``."""
+    spec = _spec_of(model)
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    keep = ("input_size", "crop_pct", "interpolation", "mean", "std", "num_frames", "frame_stride",
+            "input_layout", "license", "hf_hub_id", "first_conv", "classifier")
+    pretrained_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if k in keep}
+    pretrained_cfg["num_frames"] = spec.frames
+    pretrained_cfg["input_size"] = [spec.in_chans, spec.size, spec.size]
+    pretrained_cfg["num_classes"] = model.num_classes
+    if label_names is not None:
+        if len(label_names) != model.num_classes:
+            raise WeightsError(f"label_names: {len(label_names)} names for a {model.num_classes}-class head")
+        pretrained_cfg["label_names"] = list(label_names)
+    elif cfg.get("label_names"):
+        pretrained_cfg["label_names"] = list(cfg["label_names"])
+    return {
+        "architecture": spec.name or "e3d_custom",
+        "num_classes": model.num_classes,
+        "num_features": model.num_features,
+        "global_pool": model.global_pool,
+        "head_hidden": model.head_hidden_size,
+        "pretrained_cfg": pretrained_cfg,
+        "e3d": {"format_version": FORMAT_VERSION, "spec": spec.to_dict()},
+    }
+
+
+def model_card(config: Mapping[str, Any], metrics: Optional[Mapping[str, Any]] = None,
+               repo_id: Optional[str] = None, intended_use: Optional[str] = None) -> str:
+    """A README.md model card with Hub metadata, metrics, intended use and usage."""
+    from . import complexity
+
+    spec_dict = config["e3d"]["spec"]
+    from .spec import ArchSpec
+
+    spec = ArchSpec.from_dict(spec_dict)
+    pc = config["pretrained_cfg"]
+    name = config["architecture"]
+    labels = pc.get("label_names")
+    T, R = spec.frames, spec.size
+    load_id = f"hf-hub:{repo_id}" if repo_id else "hf-hub:ORG/NAME"
+    lines = ["---", f"library_name: {LIBRARY_NAME}", f"license: {pc.get('license', 'apache-2.0')}",
+             "pipeline_tag: video-classification", "tags:", "- video-classification", "- e3d",
+             "- 3d-cnn", "- timm", "---", "", f"# {name}", "",
+             "An E3D 3D CNN for video recognition (E3D, ICLR 2023: *Maximizing Spatio-Temporal "
+             "Entropy of Deep 3D CNNs for Efficient Video Recognition*), packaged with "
+             "[e3d-zoo](https://github.com/e3d-zoo/e3d-zoo).", "",
+             "## Model details", "",
+             f"- input: clips of {T} frames at {R}x{R} pixels, layout {pc.get('input_layout', 'NCTHW')}, "
+             f"mean {pc.get('mean')}, std {pc.get('std')}",
+             f"- classes: {config['num_classes']}" + (f" ({', '.join(map(str, labels[:20]))}"
+                                                     f"{', ...' if len(labels) > 20 else ''})" if labels else ""),
+             f"- parameters: {complexity.params(spec, num_classes=config['num_classes']):,}",
+             f"- MACs per clip: {complexity.macs(spec, T, R, num_classes=config['num_classes']):,}",
+             f"- layers: {complexity.num_layers(spec)}", ""]
+    lines += ["## Metrics", ""]
+    if metrics:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in metrics.items()]
+    else:
+        lines.append("No evaluation results were recorded for this checkpoint.")
+    lines += ["", "## Intended use", "",
+              intended_use or ("Classifying short video clips into the classes above, and as a "
+                               "starting point for fine-tuning (`e3d-train --set init=...`). Not "
+                               "evaluated for safety-critical use; accuracy outside the training "
+                               "distribution is unknown."),
+              "", "## Usage", "", "```python", "import e3d_zoo", "",
+              f"model = e3d_zoo.create_model({load_id!r}, pretrained=True).eval()",
+              f"clip = ...  # float tensor (1, 3, {T}, {R}, {R}), normalised with the mean/std above",
+              "logits = model(clip)", "```", ""]
+    return "\n".join(lines)
+
+
+def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, label_names: Optional[List[str]] = None,
+                    metrics: Optional[Mapping[str, Any]] = None, repo_id: Optional[str] = None,
+                    intended_use: Optional[str] = None) -> Path:
+    """Write a save-pretrained folder atomically (it appears whole or not at all)."""
+    from safetensors.torch import save_file
+
+    from .atomic import atomic_dir
+
+    model = getattr(model, "module", model)  # DDP / EMA wrappers
+    config = model_config(model, label_names)
+    if repo_id:
+        config["pretrained_cfg"]["hf_hub_id"] = repo_id
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    folder = Path(folder)
+    with atomic_dir(folder) as staging:
+        save_file(state, str(staging / WEIGHTS_NAME), metadata={"format": "pt", "library": LIBRARY_NAME})
+        (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (staging / CARD_NAME).write_text(model_card(config, metrics, repo_id, intended_use), encoding="utf-8")
+    return folder
+
+
+# ---- locating files -------------------------------------------------------------
+
+def parse_hub_id(source: str) -> Tuple[str, Optional[str]]:
+    """``hf-hub:org/name@rev`` (prefix optional) -> (``org/name``, ``rev``)."""
+    rid = source[len("hf-hub:"):] if source.startswith("hf-hub:") else source
+    revision = None
+    if "@" in rid:
+        rid, revision = rid.split("@", 1)
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", rid) or (revision is not None and not revision):
+        raise HubError(f"{source!r}: expected a Hub id like 'hf-hub:ORG/NAME' or "
+                       "'hf-hub:ORG/NAME@REVISION'")
+    return rid, revision
+
+
+def _hub_file(repo_id: str, filename: str, revision: Optional[str]) -> Path:
+    """One file of a Hub repo through huggingface_hub's cache; HubError names the repo."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import errors as hf_errors
+
+    where = f"Hugging Face Hub repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, library_name=LIBRARY_NAME))
+    except hf_errors.RevisionNotFoundError:
+        raise HubError(f"{where}: no such revision (branch, tag or commit). {_HOW_TO_GET}") from None
+    except hf_errors.RepositoryNotFoundError:
+        raise HubError(f"{where}: the repo does not exist (or is private: log in with "
+                       f"`hf auth login`). {_HOW_TO_GET}") from None
+    except hf_errors.LocalEntryNotFoundError:  # subclasses EntryNotFoundError: first
+        offline = constants.HF_HUB_OFFLINE
+        why = ("HF_HUB_OFFLINE is set and the file is not in the local cache "
+               f"({constants.HF_HUB_CACHE})" if offline else
+               f"the Hub ({constants.ENDPOINT}) cannot be reached and the file is not cached")
+        raise HubError(f"{where}: cannot get {filename!r}: {why}. {_HOW_TO_GET}") from None
+    except (hf_errors.EntryNotFoundError, hf_errors.RemoteEntryNotFoundError):
+        raise HubError(f"{where}: the repo has no file {filename!r}; it is not an e3d-zoo "
+                       f"save-pretrained folder. {_HOW_TO_GET}") from None
+    except hf_errors.HfHubHTTPError as exc:
+        raise HubError(f"{where}: download of {filename!r} failed: {exc}. {_HOW_TO_GET}") from None
+    except OSError as exc:  # connection refused etc. surface as OSError subclasses
+        raise HubError(f"{where}: download of {filename!r} failed: {exc}. {_HOW_TO_GET}") from None
+
+
+def _resolve(source: str | os.PathLike, revision: Optional[str] = None) -> Tuple[Optional[Path], Optional[Path], str]:
+    """(config path or None, weights path, description) for a folder, file or Hub id."""
+    if isinstance(source, Path) or os.path.exists(os.fspath(source)):
+        path = Path(source)
+        if path.is_dir():
+            cfg = path / CONFIG_NAME
+            weights = path / WEIGHTS_NAME
+            if not weights.is_file():
+                alt = sorted(p for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+                if not alt:
+                    raise WeightsError(f"{path}: no {WEIGHTS_NAME} (nor a .pt/.pth/.bin file) in this folder")
+                weights = alt[0]
+            return (cfg if cfg.is_file() else None), weights, str(path)
+        cfg = path.parent / CONFIG_NAME
+        return (cfg if cfg.is_file() and path.name == WEIGHTS_NAME else None), path, str(path)
+    source = os.fspath(source)
+    if not source.startswith("hf-hub:") and not re.fullmatch(r"[\w.-]+/[\w.-]+(@.+)?", source):
+        raise WeightsError(f"{source}: no such file or folder (for a Hub repo write 'hf-hub:ORG/NAME')")
+    repo_id, rev = parse_hub_id(source)
+    rev = revision or rev
+    cfg = _hub_file(repo_id, CONFIG_NAME, rev)
+    weights = _hub_file(repo_id, WEIGHTS_NAME, rev)
+    return cfg, weights, f"hf-hub:{repo_id}" + (f"@{rev}" if rev else "")
+
+
+def load_config(source: str | os.PathLike, revision: Optional[str] = None) -> Dict[str, Any]:
+    """The parsed config.json of a folder or Hub repo, with ``spec`` as an ArchSpec."""
+    from .spec import ArchSpec
+
+    if isinstance(source, Path) or os.path.exists(os.fspath(source)):
+        path = Path(source)
+        cfg_path = path / CONFIG_NAME if path.is_dir() else path.parent / CONFIG_NAME
+        where = str(path)
+    else:
+        text = os.fspath(source)
+        if not text.startswith("hf-hub:") and not re.fullmatch(r"[\w.-]+/[\w.-]+(@.+)?", text):
+            raise WeightsError(f"{text}: no such file or folder (for a Hub repo write 'hf-hub:ORG/NAME')")
+        repo_id, rev = parse_hub_id(text)
+        cfg_path = _hub_file(repo_id, CONFIG_NAME, revision or rev)
+        where = f"hf-hub:{repo_id}"
+    try:
+        config = json.loads(Path(cfg_path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WeightsError(f"{where}: no {CONFIG_NAME}; a weights file alone does not say which "
+                           "architecture it is for (pass the model, or use a save-pretrained folder)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{cfg_path}: not a readable JSON config: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("e3d"), dict) or "spec" not in config["e3d"]:
+        raise WeightsError(f"{cfg_path}: not an e3d-zoo config (expected an 'e3d' object with the "
+                           "architecture 'spec')")
+    version = config["e3d"].get("format_version", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise WeightsError(f"{cfg_path}: e3d.format_version {version!r}; this e3d-zoo reads "
+                           f"{FORMAT_VERSION} (upgrade e3d-zoo)")
+    try:
+        config["spec"] = ArchSpec.from_dict(config["e3d"]["spec"], source=f"{cfg_path}: e3d.spec")
+    except ArchError as exc:
+        raise WeightsError(str(exc)) from None
+    config["_path"] = str(cfg_path)
+    return config
+
+
+# ---- reading state dicts -------------------------------------------------------
+
+def read_state_dict(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
+    """A state_dict from .safetensors, or from a pickle read with ``weights_only=True``.
+
+    Wrapped checkpoints (``{"state_dict": ...}``, ``{"model": ...}``, e3d-train
+    checkpoints) are unwrapped; DDP's ``module.`` prefix and the reference
+    implementation's key names are converted.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise WeightsError(f"{path}: corrupted or not a safetensors file ({exc}); "
+                               "download or save it again") from None
+    else:
+        import pickle
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WeightsError(f"{path}: refused to unpickle: the file holds Python objects "
+                               f"beyond tensors and containers, and checkpoints are only read with "
+                               f"torch.load(weights_only=True) ({first}). Re-save just the "
+                               "state_dict, or convert it to .safetensors") from None
+        except (RuntimeError, EOFError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        for key in ("state_dict", "model", "model_state", "module"):
+            if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
+                state = state[key]
+                break
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: expected a mapping of parameter names to tensors")
+    return convert_reference_state_dict(dict(state))
+
+
+_REF_PATTERNS = [
+    # plain blocks: block_list.i.conv1 / bn1 -> blocks.i.conv / bn
+    (re.compile(r"^block_list\.(\d+)\.conv1\.(.+)$"), r"blocks.\1.conv.\2"),
+    (re.compile(r"^block_list\.(\d+)\.bn1\.(.+)$"), r"blocks.\1.bn.\2"),
+    # residual layers: block_list.i.block_list.j.convN.{conv1,bn1}
+    (re.compile(r"^block_list\.(\d+)\.block_list\.(\d+)\.conv1\.conv1\.(.+)$"), r"blocks.\1.\2.conv_pw.\3"),
+    (re.compile(r"^block_list\.(\d+)\.block_list\.(\d+)\.conv1\.bn1\.(.+)$"), r"blocks.\1.\2.bn1.\3"),
+    (re.compile(r"^block_list\.(\d+)\.block_list\.(\d+)\.conv2\.conv1\.(.+)$"), r"blocks.\1.\2.conv_dw.\3"),
+    (re.compile(r"^block_list\.(\d+)\.block_list\.(\d+)\.conv2\.bn1\.(.+)$"), r"blocks.\1.\2.bn2.\3"),
+    (re.compile(r"^block_list\.(\d+)\.block_list\.(\d+)\.conv3\.conv1\.(.+)$"), r"blocks.\1.\2.conv_pwl.\3"),
+    (re.compile(r"^block_list\.(\d+)\.block_list\.(\d+)\.conv3\.bn1\.(.+)$"), r"blocks.\1.\2.bn3.\3"),
+    # classifier head: Sequential(Linear, Swish, Dropout, Linear)
+    (re.compile(r"^fc_linear\.0\.(.+)$"), r"head_fc.\1"),
+    (re.compile(r"^fc_linear\.3\.(.+)$"), r"classifier.\1"),
+]
+
+
+def convert_reference_state_dict(state: MutableMapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Rename the reference implementation's keys (``Cnn3DNet``) to ours; others pass."""
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for prefix in ("module.", "backbone."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        for pattern, repl in _REF_PATTERNS:
+            new, n = pattern.subn(repl, key)
+            if n:
+                key = new
+                break
+        out[key] = value
+    return out
+
+
+# ---- applying a state dict -----------------------------------------------------
+
+def _head_keys(model: nn.Module) -> Tuple[str, ...]:
+    return ("classifier.weight", "classifier.bias")
+
+
+def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> Dict[str, Any]:
+    """Load ``state`` into ``model``. A classifier of another size is re-initialised with
+    a warning; any other missing, unexpected or mis-shaped key is a WeightsError listing them."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
+                  if k in state and state[k].shape != own[k].shape]
+    head = set(_head_keys(model))
+    head_mismatch = [m for m in mismatched if m[0] in head]
+    body_mismatch = [m for m in mismatched if m[0] not in head]
+    missing_body = [k for k in missing if k not in head]
+    if body_mismatch or unexpected or missing_body:
+        parts = []
+        if body_mismatch:
+            parts.append("shape mismatches: " + ", ".join(
+                f"{k} {s} in the weights vs {o} in the model" for k, s, o in body_mismatch[:8])
+                + (f" (+{len(body_mismatch) - 8} more)" if len(body_mismatch) > 8 else ""))
+        if missing_body:
+            parts.append(f"missing keys: {missing_body[:8]}" + (f" (+{len(missing_body) - 8} more)"
+                                                              if len(missing_body) > 8 else ""))
+        if unexpected:
+            parts.append(f"unexpected keys: {unexpected[:8]}" + (f" (+{len(unexpected) - 8} more)"
+                                                                if len(unexpected) > 8 else ""))
+        raise WeightsError(f"{source}: the weights do not fit this architecture "
+                           f"({getattr(getattr(model, 'spec', None), 'name', None) or type(model).__name__}); "
+                           + "; ".join(parts))
+    filtered = {k: v for k, v in state.items() if k not in {m[0] for m in head_mismatch}}
+    model.load_state_dict(filtered, strict=False)
+    reinit = bool(head_mismatch) or any(k in head for k in missing)
+    if reinit:
+        got = head_mismatch[0][1][0] if head_mismatch else "no"
+        warnings.warn(f"{source}: the checkpoint's classifier has {got} classes, the model "
+                      f"{getattr(model, 'num_classes', '?')}; the classifier was re-initialised "
+                      "(fine-tune it before use)", stacklevel=3)
+    return {"source": source, "head_reinitialised": reinit, "loaded_keys": len(filtered)}
+
+
+def load_weights(model: nn.Module, source: str | os.PathLike, revision: Optional[str] = None) -> Dict[str, Any]:
+    """Fill ``model`` from a save-pretrained folder, a weights file or an ``hf-hub:`` id."""
+    _, weights, where = _resolve(source, revision)
+    state = read_state_dict(weights)
+    report = apply_state_dict(model, state, where)
+    report["weights"] = str(weights)
+    return report
+
+
+# ---- building models ---------------------------------------------------------------
+
+def _build_from_config(config: Mapping[str, Any], num_classes: Optional[int], **kwargs: Any) -> nn.Module:
+    from .zoo import create_model
+
+    saved_classes = int(config.get("num_classes", 0))
+    n = saved_classes if num_classes is None else num_classes
+    if "head_hidden" in config and "head_hidden" not in kwargs:
+        kwargs["head_hidden"] = config["head_hidden"]
+    model = create_model(config["spec"], num_classes=n, **kwargs)
+    base = getattr(model, "model", model)
+    pc = dict(config.get("pretrained_cfg", {}))
+    if n != saved_classes:
+        pc.pop("label_names", None)
+    pc["num_classes"] = n
+    for k in ("input_size", "mean", "std"):
+        if isinstance(pc.get(k), list):
+            pc[k] = tuple(pc[k])
+    for target in {id(model): model, id(base): base}.values():
+        target.pretrained_cfg = {**getattr(target, "pretrained_cfg", {}), **pc,
+                                 "architecture": config.get("architecture")}
+    return model
+
+
+def from_pretrained(source: str | os.PathLike, *, revision: Optional[str] = None,
+                    num_classes: Optional[int] = None, pretrained: bool = True, **kwargs: Any) -> nn.Module:
+    """An E3D model from a save-pretrained folder or Hub repo (with its weights)."""
+    config = load_config(source, revision)
+    model = _build_from_config(config, num_classes, **kwargs)
+    if pretrained:
+        base = getattr(model, "model", model)
+        if os.path.exists(os.fspath(source)):
+            load_weights(base, source)
+        else:
+            repo_id, rev = parse_hub_id(os.fspath(source))
+            load_weights(base, f"hf-hub:{repo_id}", revision=revision or rev)
+    return model
+
+
+def create_model_from_hub(repo_id: str, pretrained: bool = True, **kwargs: Any) -> nn.Module:
+    """``create_model("hf-hub:ORG/NAME[@REV]", pretrained=...)`` (the zoo's hook)."""
+    revision = kwargs.pop("revision", None)
+    num_classes = kwargs.pop("num_classes", None)
+    return from_pretrained(f"hf-hub:{repo_id}", revision=revision, num_classes=num_classes,
+                           pretrained=pretrained, **kwargs)
+
+
+def load_pretrained_weights(model: nn.Module, pretrained_cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Weights for a registered tag (the zoo's hook for ``pretrained=True``).
+
+    Looks at ``pretrained_cfg['file']`` (a local file or folder) and then
+    ``pretrained_cfg['hf_hub_id']``; the error names what was tried.
+    """
+    cfg = dict(pretrained_cfg or {})
+    name = cfg.get("architecture") or getattr(getattr(model, "spec", None), "name", None) or "model"
+    local = cfg.get("file")
+    if local:
+        if not os.path.exists(local):
+            raise WeightsError(f"{name}: pretrained_cfg['file'] = {local!r} does not exist. {_HOW_TO_GET}")
+        return load_weights(model, local)
+    repo = cfg.get("hf_hub_id")
+    if not repo:
+        raise WeightsError(f"{name}: no pretrained weights are registered (no hf_hub_id or file in "
+                           f"its pretrained_cfg). {_HOW_TO_GET}")
+    repo_id, rev = parse_hub_id(repo)
+    try:
+        return load_weights(model, f"hf-hub:{repo_id}", revision=cfg.get("hf_hub_revision") or rev)
+    except HubError as exc:
+        raise HubError(f"{name}: no pretrained weights could be had (tried Hugging Face Hub repo "
+                       f"{repo_id!r}): {exc}") from None
+
+
+# ---- pushing -------------------------------------------------------------------------
+
+def push_to_hub(folder: str | os.PathLike, repo_id: str, *, revision: Optional[str] = None,
+                commit_message: Optional[str] = None, private: Optional[bool] = None,
+                token: Optional[str] = None, create_pr: bool = False,
+                endpoint: Optional[str] = None) -> Dict[str, Any]:
+    """Upload a save-pretrained folder: create the repo (if needed), the branch
+    ``revision`` (if given and new), then one commit with the folder's files."""
+    from huggingface_hub import HfApi
+    from huggingface_hub import errors as hf_errors
+
+    folder = Path(folder)
+    load_config(folder)  # refuse to publish something that will not load
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise WeightsError(f"{folder}: no {WEIGHTS_NAME}; push a folder written by save_pretrained")
+    repo_id, rev_in_id = parse_hub_id(repo_id)
+    revision = revision or rev_in_id
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
+                                 commit_message=commit_message or f"Upload {folder.name} with e3d-zoo",
+                                 create_pr=create_pr, repo_type="model",
+                                 allow_patterns=[WEIGHTS_NAME, CONFIG_NAME, CARD_NAME])
+    except hf_errors.HfHubHTTPError as exc:
+        raise HubError(f"push to {repo_id!r} at {api.endpoint} failed: {exc}") from None
+    except OSError as exc:
+        raise HubError(f"push to {repo_id!r}: cannot reach {api.endpoint}: {exc}") from None
+    except ValueError as exc:  # e.g. no token where one is required
+        raise HubError(f"push to {repo_id!r}: {exc}") from None
+    return {"repo_id": repo_id, "repo_url": str(url), "revision": revision or "main",
+            "commit": info.oid, "commit_url": info.commit_url, "pr_url": info.pr_url}

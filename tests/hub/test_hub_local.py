@@ -1,0 +1,134 @@
+"""Save-pretrained folders and checkpoint files, without any server."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+import torch
+
+from e3d_zoo import create_model
+from e3d_zoo.errors import WeightsError
+from e3d_zoo.hub import (apply_state_dict, from_pretrained, load_pretrained_weights, load_weights,
+                         read_state_dict, save_pretrained)
+
+from tiny_arch import make_tiny_spec
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return create_model(make_tiny_spec(), num_classes=5).eval()
+
+
+@pytest.fixture
+def clip():
+    return torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def test_save_pretrained_folder_round_trips(tiny_model, clip, tmp_path):
+    folder = save_pretrained(tiny_model, tmp_path / "m", label_names=list("abcde"),
+                             metrics={"val_top1": 91.5}, repo_id="org/tiny")
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["e3d"]["spec"]["blocks"] == make_tiny_spec().to_dict()["blocks"]
+    assert config["pretrained_cfg"]["hf_hub_id"] == "org/tiny" and config["num_classes"] == 5
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: e3d-zoo")
+    assert "| val_top1 | 91.5 |" in card and "## Intended use" in card
+    assert "create_model('hf-hub:org/tiny', pretrained=True)" in card
+    loaded = from_pretrained(folder).eval()
+    assert torch.equal(loaded(clip), tiny_model(clip))
+    assert loaded.pretrained_cfg["label_names"] == list("abcde")
+    # the weights file alone, into a model built by the caller
+    other = create_model(make_tiny_spec(), num_classes=5).eval()
+    load_weights(other, folder / "model.safetensors")
+    assert torch.equal(other(clip), tiny_model(clip))
+
+
+def test_changed_num_classes_reinitialises_the_head_with_a_warning(tiny_model, tmp_path):
+    save_pretrained(tiny_model, tmp_path / "m")
+    with pytest.warns(UserWarning, match="classifier has 5 classes, the model 3; the classifier was re-initialised"):
+        model = from_pretrained(tmp_path / "m", num_classes=3)
+    assert model.classifier.out_features == 3
+    assert torch.equal(model.state_dict()["head_fc.weight"], tiny_model.state_dict()["head_fc.weight"])
+    assert "label_names" not in model.pretrained_cfg
+
+
+def test_weights_for_another_architecture_list_the_mismatches(tiny_model, tmp_path):
+    save_pretrained(tiny_model, tmp_path / "m")
+    wider = create_model(make_tiny_spec(head_hidden=32), num_classes=5)
+    with pytest.raises(WeightsError, match=r"do not fit this architecture.*head_fc\.weight \(64, 32\) in the "
+                                           r"weights vs \(32, 32\) in the model"):
+        load_weights(wider, tmp_path / "m")
+    state = dict(tiny_model.state_dict())
+    state["blocks.9.conv.weight"] = torch.zeros(1)
+    del state["blocks.1.0.bn1.weight"]
+    with pytest.raises(WeightsError, match=r"missing keys: \['blocks.1.0.bn1.weight'\].*unexpected keys: "
+                                           r"\['blocks.9.conv.weight'\]"):
+        apply_state_dict(create_model(make_tiny_spec(), num_classes=5), state, "test")
+
+
+def test_corrupted_safetensors_is_a_clear_error(tiny_model, tmp_path):
+    folder = save_pretrained(tiny_model, tmp_path / "m")
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match=r"model.safetensors: corrupted or not a safetensors file"):
+        from_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(WeightsError, match="corrupted"):
+        read_state_dict(folder / "model.safetensors")
+
+
+def test_pickle_checkpoints_load_only_with_weights_only(tiny_model, clip, tmp_path):
+    torch.save({"state_dict": tiny_model.state_dict(), "epoch": 3}, tmp_path / "plain.pth")
+    model = create_model(make_tiny_spec(), num_classes=5).eval()
+    load_weights(model, tmp_path / "plain.pth")
+    assert torch.equal(model(clip), tiny_model(clip))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo should-not-run",))
+
+    torch.save({"state_dict": tiny_model.state_dict(), "hook": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(WeightsError, match=r"evil.pth: refused to unpickle.*weights_only=True"):
+        load_weights(model, tmp_path / "evil.pth")
+
+
+def _reference_key(ours: str) -> str:
+    """Our key -> the reference Cnn3DNet's (block_list / convN.conv1 / bnN / fc_linear)."""
+    m = re.fullmatch(r"blocks\.(\d+)\.(conv|bn)\.(.+)", ours)
+    if m:
+        return f"block_list.{m[1]}.{m[2]}1.{m[3]}"
+    m = re.fullmatch(r"blocks\.(\d+)\.(\d+)\.(conv_pw|conv_dw|conv_pwl|bn1|bn2|bn3)\.(.+)", ours)
+    if m:
+        unit, part = {"conv_pw": ("conv1", "conv1"), "bn1": ("conv1", "bn1"), "conv_dw": ("conv2", "conv1"),
+                      "bn2": ("conv2", "bn1"), "conv_pwl": ("conv3", "conv1"), "bn3": ("conv3", "bn1")}[m[3]]
+        return f"block_list.{m[1]}.block_list.{m[2]}.{unit}.{part}.{m[4]}"
+    return {"head_fc.weight": "fc_linear.0.weight", "head_fc.bias": "fc_linear.0.bias",
+            "classifier.weight": "fc_linear.3.weight", "classifier.bias": "fc_linear.3.bias"}[ours]
+
+
+def test_reference_implementation_checkpoints_are_imported(tiny_model, clip, tmp_path):
+    ref_state = {"module." + _reference_key(k): v for k, v in tiny_model.state_dict().items()}
+    assert "module.block_list.2.block_list.1.conv2.conv1.weight" in ref_state
+    torch.save({"state_dict": ref_state}, tmp_path / "reference.pth")
+    model = create_model(make_tiny_spec(), num_classes=5).eval()
+    load_weights(model, tmp_path / "reference.pth")
+    assert torch.equal(model(clip), tiny_model(clip))
+
+
+def test_registered_tag_without_weights_names_the_repo_and_the_way_out(tmp_path):
+    model = create_model(make_tiny_spec(), num_classes=5)
+    with pytest.raises(WeightsError, match=r"no pretrained weights are registered.*e3d-train.*e3d-zoo push"):
+        load_pretrained_weights(model, {"hf_hub_id": None})
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_pretrained_weights(model, {"file": str(tmp_path / "nothing.safetensors")})
+
+
+def test_not_a_folder_nor_a_hub_id(tmp_path):
+    with pytest.raises(WeightsError, match="no such file or folder"):
+        load_weights(create_model(make_tiny_spec(), num_classes=5), str(tmp_path / "missing.bin"))
+    with pytest.raises(WeightsError, match="no such file or folder"):
+        from_pretrained(str(tmp_path / "runs" / "model"))
