@@ -27,9 +27,15 @@ def test_pretrained_cfg_carries_clip_and_preprocessing():
     assert cfg["hf_hub_id"] == "e3d-zoo/e3d_s"
 
 
-def test_pretrained_without_published_weights_raises_clearly():
-    with pytest.raises(WeightsError, match="e3d-zoo/e3d_s"):
+def test_pretrained_without_published_weights_raises_clearly(monkeypatch, tmp_path):
+    # Offline mode: the machine cannot reach the Hub, and huggingface_hub would retry for ~20 s.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(WeightsError, match="e3d-zoo/e3d_s") as info:
         e3d_zoo.create_model("e3d_s", pretrained=True)
+    assert "e3d-train" in str(info.value) and "e3d-zoo push" in str(info.value)
 
 
 def test_create_from_arch_file(tiny_arch_file, tiny_spec):

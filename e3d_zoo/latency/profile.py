@@ -1,0 +1,431 @@
+"""Measure layer configurations and whole networks on a runtime backend.
+
+Every measurement goes through the deployment path: the unit is built from
+``model.py`` (the same modules the network uses), exported by ``e3d_export`` (BN
+folded, ONNX, OpenVINO IR) and run by the ``e3d_zoo.runtime`` backend, so a table
+entry times exactly the graph a user would deploy.
+
+Noise: the machines are shared, so units are measured in *interleaved rounds*: a
+chunk of loaded units is timed round-robin, ``runs_per_round`` runs each, for
+``rounds`` rounds, and the median over all runs is kept, with p90/p50. A burst of
+load from another process then hits every unit of the chunk a little instead of one
+unit a lot. Threads are pinned (default 1) and recorded in the table.
+"""
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import BackendError, LatencyTableError
+from ..spec import ArchSpec
+from .table import LatencyTable, LayerKey
+
+PROFILE_BACKENDS = ("openvino", "onnxruntime", "torch")
+
+
+# ---- the unit each key stands for -------------------------------------------------
+
+def layer_module(key: LayerKey):
+    """The nn.Module a key times: the network's own block classes, in eval mode."""
+    import torch.nn as nn
+
+    from ..model import ConvBnAct3d, ResidualK1DWK1
+
+    if key.kind == "conv":
+        mod: nn.Module = ConvBnAct3d(key.cin, key.cout, key.kt, key.k, key.stride)
+    elif key.kind == "res":
+        mod = ResidualK1DWK1(key.cin, key.cout, key.btn, key.kt, key.k, key.stride)
+    elif key.kind == "head":
+        mod = _HeadOnly(key.cin, key.btn, key.cout, key.t, key.h)
+    else:  # pragma: no cover - LayerKey.parse rejects other kinds
+        raise LatencyTableError(f"unknown layer kind {key.kind!r}")
+    mod.in_chans = key.cin  # what e3d_export reads to shape the example input
+    return mod.eval()
+
+
+def _HeadOnly(features: int, hidden: int, classes: int, frames: int, size: int):
+    """E3D's classifier head (pool -> fc -> swish -> fc), taken from an E3D instance."""
+    import torch.nn as nn
+
+    from ..model import E3D
+
+    spec = ArchSpec.from_dict({"frames": frames, "size": max(size, 1), "head_hidden": hidden,
+                               "blocks": [{"class": "Conv3DKXBNRELU", "in": features,
+                                           "out": features, "s": 1, "kt": 1, "k": 1}]})
+    net = E3D(spec, num_classes=classes)
+
+    class HeadOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.forward_head(x)
+
+    return HeadOnly()
+
+
+def reference_key(frames: int) -> LayerKey:
+    """The drift reference: a mid-size residual layer timed in every measuring session.
+
+    Load from other processes comes and goes over the minutes a table takes; every
+    chunk of units and every session of whole networks also times this unit, and the
+    predictor rescales each entry by (nominal reference / its session's reference),
+    so entries measured at different times share one time base.
+    """
+    return LayerKey("res", 32, 32, 96, 3, 3, 1, frames, 14, 14)
+
+
+REF_FIELDS = ("median_ms", "min_ms", "cpu_ms")
+
+
+def _ref_stats(summary: Dict[str, float]) -> Dict[str, float]:
+    return {f: summary[f] for f in REF_FIELDS if f in summary}
+
+
+def _overhead_module():
+    """The smallest graph a backend can run: what one call costs with no work in it."""
+    return layer_module(LayerKey("conv", 1, 1, 0, 1, 1, 1, 1, 1, 1))
+
+
+# ---- loading units on a backend ---------------------------------------------------
+
+class Loader:
+    """Turns an nn.Module into a loaded :class:`~e3d_zoo.runtime.base.Backend`."""
+
+    def __init__(self, backend: str = "openvino", threads: int = 1, workdir: Optional[Path] = None):
+        from ..runtime.base import backend_class, canonical_backend_name
+
+        self.backend = canonical_backend_name(backend)
+        if self.backend not in PROFILE_BACKENDS:
+            raise BackendError(f"profiling backend: expected one of {list(PROFILE_BACKENDS)}, "
+                               f"found {backend!r}")
+        cls = backend_class(self.backend)
+        ok, why = cls.availability()
+        if not ok:
+            raise BackendError(f"backend {self.backend!r} is not usable here: {why}")
+        self.threads = int(threads)
+        self._tmp = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="e3d-latency-")
+            workdir = Path(self._tmp.name)
+        self.workdir = Path(workdir)
+        self._n = 0
+        self._refs: Dict[int, tuple] = {}
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> "Loader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def load(self, module, frames: int, size: int, *, deployable: bool = True):
+        """Export ``module`` for the backend and load it.
+
+        ``deployable=False`` (layer units): plain ONNX without the onnxslim pass, read by
+        OpenVINO directly. The operators are the same (BN folded, conv/ReLU/add) and
+        OpenVINO applies its own graph passes either way; it loads ~5x faster than an
+        IR conversion, which matters for tables of hundreds of units. Whole networks
+        use the deployable artifact (``e3d_export.export_openvino``), so the predictor
+        validation also checks that units and deployed networks agree.
+        """
+        from ..runtime.base import load_backend
+
+        if self.backend == "torch":
+            return load_backend("torch", module, threads=self.threads)
+        import e3d_export
+
+        self._n += 1
+        if self.backend == "openvino" and deployable:
+            path = e3d_export.export_openvino(module, self.workdir / f"u{self._n}.xml",
+                                              frames=frames, size=size, dynamic_batch=False)
+        else:
+            path = e3d_export.export_onnx(module, self.workdir / f"u{self._n}.onnx",
+                                          frames=frames, size=size, dynamic_batch=False,
+                                          simplify=deployable)
+        return load_backend(self.backend, path, threads=self.threads)
+
+    def load_key(self, key: LayerKey):
+        return self.load(layer_module(key), key.t, key.h, deployable=False)
+
+    def reference(self, frames: int) -> tuple:
+        """(backend, input) of the drift reference unit, loaded once per loader."""
+        if frames not in self._refs:
+            key = reference_key(frames)
+            unit = self.load_key(key)
+            self._refs[frames] = (unit, _input_for(unit, (1, key.cin, key.t, key.h, key.w)))
+        return self._refs[frames]
+
+    def load_spec(self, spec: ArchSpec, frames: int, size: int, num_classes: int = 400):
+        from ..model import E3D
+
+        return self.load(E3D(spec, num_classes=num_classes).eval(), frames, size)
+
+
+# ---- interleaved timing -----------------------------------------------------------
+
+def _input_for(backend, shape: Sequence[int]) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def interleaved_times(units: Sequence[tuple[Any, np.ndarray]], *, rounds: int = 5,
+                      runs_per_round: int = 3, warmup: int = 2,
+                      cpu: Optional[List[List[float]]] = None) -> List[List[float]]:
+    """Wall-clock ms of every run of every unit, timed round-robin.
+
+    ``cpu``: a list that receives, per unit, the process CPU time of each run (ms).
+    """
+    for backend, x in units:
+        for _ in range(warmup):
+            backend.run(x)
+    times: List[List[float]] = [[] for _ in units]
+    cpu_times: List[List[float]] = [[] for _ in units]
+    for _ in range(rounds):
+        for i, (backend, x) in enumerate(units):
+            for _ in range(runs_per_round):
+                c0 = time.process_time()
+                t0 = time.perf_counter()
+                backend.run(x)
+                times[i].append((time.perf_counter() - t0) * 1000.0)
+                cpu_times[i].append((time.process_time() - c0) * 1000.0)
+    if cpu is not None:
+        cpu[:] = cpu_times
+    return times
+
+
+STATISTICS = ("median", "min", "cpu")
+
+
+def summarize(times_ms: Sequence[float], statistic: str = "median",
+              cpu_ms: Optional[Sequence[float]] = None) -> Dict[str, float]:
+    """``ms`` is the chosen statistic; the others and the p90/p50 spread ride along.
+
+    * ``median``: median wall-clock time of the runs (the usual figure);
+    * ``min``: fastest run; interference from other processes only ever adds time;
+    * ``cpu``: median process CPU time per run. With one thread the inference runs on
+      the calling thread, so this is the latency without the time spent waiting for a
+      core that another process holds: on a shared machine it is the steady estimate
+      of what a dedicated device would measure. Meaningless with several threads
+      (CPU time adds up across them), so tables refuse it there.
+    """
+    if statistic not in STATISTICS:
+        raise LatencyTableError(f"statistic: expected one of {list(STATISTICS)}, found {statistic!r}")
+    ts = sorted(times_ms)
+    med = statistics.median(ts)
+    p90 = float(np.percentile(ts, 90))
+    out = {"ms": med, "median_ms": med, "p90_ms": p90, "min_ms": ts[0],
+           "spread": p90 / med if med > 0 else math.nan, "runs": len(ts)}
+    if cpu_ms:
+        c = sorted(cpu_ms)
+        cmed = statistics.median(c)
+        out["cpu_ms"] = cmed
+        out["cpu_spread"] = float(np.percentile(c, 90)) / cmed if cmed > 0 else math.nan
+    if statistic == "min":
+        out["ms"] = ts[0]
+    elif statistic == "cpu":
+        if "cpu_ms" not in out:
+            raise LatencyTableError("statistic 'cpu': no CPU times were recorded")
+        out["ms"] = out["cpu_ms"]
+    return out
+
+
+def load_average() -> Optional[float]:
+    try:
+        import os
+
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # pragma: no cover - not on Linux
+        return None
+
+
+# ---- profiling a table --------------------------------------------------------------
+
+def measure_call_overhead(loader: Loader, *, rounds: int = 5, runs_per_round: int = 20,
+                          statistic: str = "median") -> Dict[str, float]:
+    unit = loader.load(_overhead_module(), 1, 1, deployable=False)
+    x = _input_for(unit, (1, 1, 1, 1, 1))
+    cpu: List[List[float]] = []
+    wall = interleaved_times([(unit, x)], rounds=rounds, runs_per_round=runs_per_round, cpu=cpu)
+    return summarize(wall[0], statistic, cpu[0])
+
+
+def profile_keys(table: LatencyTable, keys: Iterable[LayerKey], loader: Loader, *,
+                 path: Optional[Path] = None, chunk: int = 12, rounds: int = 5,
+                 runs_per_round: int = 3, warmup: int = 2, statistic: Optional[str] = None,
+                 progress: bool = True) -> int:
+    """Measure the keys the table lacks; saves after every chunk, so a rerun resumes.
+
+    Returns how many entries were added.
+    """
+    todo = table.missing(keys)
+    if not todo:
+        return 0
+    # A table keeps one statistic: entries measured later (resume, on demand) follow it.
+    statistic = table.settings.get("statistic") or statistic or "median"
+    if statistic == "cpu" and loader.threads != 1:
+        raise LatencyTableError(f"statistic 'cpu' needs 1 thread (CPU time adds up across threads); "
+                                f"found threads={loader.threads}")
+    if table.calibration is None or "call_overhead_ms" not in table.calibration:
+        oh = measure_call_overhead(loader, statistic=statistic)
+        table.calibration = {"call_overhead_ms": oh["ms"], "scale": 1.0, "offset_ms": oh["ms"],
+                             "call_overhead_spread": oh["spread"], "fitted_on": 0,
+                             "by_statistic": {
+                                 st: {"call_overhead_ms": oh[f"{st}_ms"], "scale": 1.0,
+                                      "offset_ms": oh[f"{st}_ms"], "fitted_on": 0}
+                                 for st in STATISTICS}}
+    table.settings.update({"rounds": rounds, "runs_per_round": runs_per_round, "warmup": warmup,
+                           "statistic": statistic, "interleaved_chunk": chunk,
+                           "drift_reference": "res/32/32/96/3/3/1/T/14/14"})
+    bar = _progress(total=len(todo), desc="profiling layers", disable=not progress)
+    added = 0
+    try:
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            units = []
+            for key in part:
+                unit = loader.load_key(key)
+                units.append((unit, _input_for(unit, (1, key.cin, key.t, key.h, key.w))))
+            units.append(loader.reference(part[0].t))
+            cpu: List[List[float]] = []
+            times = interleaved_times(units, rounds=rounds, runs_per_round=runs_per_round,
+                                      warmup=warmup, cpu=cpu)
+            load = load_average()
+            ref = _ref_stats(summarize(times[-1], "median", cpu[-1]))
+            for key, ts, cs in zip(part, times, cpu):
+                table.add(key, **summarize(ts, statistic, cs), load=load, ref=ref)
+                added += 1
+            del units
+            if path is not None:
+                table.save(path)
+            bar.update(len(part))
+    finally:
+        bar.close()
+    return added
+
+
+def _progress(**kwargs: Any):
+    from tqdm.auto import tqdm
+
+    return tqdm(**kwargs)
+
+
+# ---- whole networks -----------------------------------------------------------------
+
+def measure_specs(specs: Sequence[ArchSpec], loader: Loader, *, frames: int, size: int,
+                  num_classes: int = 400, rounds: int = 7, runs_per_round: int = 3,
+                  warmup: int = 2, statistic: str = "median",
+                  progress: bool = True) -> List[Dict[str, float]]:
+    """End-to-end latency of each network (its exported artifact), interleaved.
+
+    The drift reference unit is timed in the same rounds; each result carries its
+    stats under ``ref`` (see :func:`reference_key`).
+    """
+    units = []
+    for spec in _progress(iterable=specs, desc="exporting networks", disable=not progress):
+        unit = loader.load_spec(spec, frames, size, num_classes)
+        units.append((unit, _input_for(unit, (1, spec.in_chans, frames, size, size))))
+    units.append(loader.reference(frames))
+    cpu: List[List[float]] = []
+    times = interleaved_times(units, rounds=rounds, runs_per_round=runs_per_round, warmup=warmup,
+                              cpu=cpu)
+    load = load_average()
+    ref = _ref_stats(summarize(times[-1], "median", cpu[-1]))
+    return [{**summarize(ts, statistic, cs), "load": load, "ref": ref}
+            for ts, cs in zip(times[:-1], cpu[:-1])]
+
+
+def calibrate(table: LatencyTable, specs: Sequence[ArchSpec], measured_ms: Sequence[float], *,
+              frames: int, size: int, num_classes: int = 400,
+              statistic: Optional[str] = None) -> Dict[str, Any]:
+    """Fit ``scale`` in ``measured = offset + scale * sum(entry - call_overhead)``.
+
+    ``offset`` is the measured cost of one call of an empty graph (framework, input
+    hand-over), paid once per network; ``scale`` absorbs what isolated units do not
+    see (cache state between layers, fused boundaries). ``scale`` is the median of
+    the per-network ratios rather than a least-squares slope: on a shared machine a
+    two-parameter fit on a few noisy networks swings wildly (we saw scale 0.13 with
+    a 52 ms offset under load 12), while the median ratio stays put.
+
+    ``statistic`` ("median" or "min") selects which entry statistic and which
+    end-to-end figures are being matched; the fit is stored per statistic.
+    """
+    from .predictor import LatencyPredictor
+
+    if len(specs) != len(measured_ms) or not specs:
+        raise LatencyTableError("calibration: expected one measurement per architecture")
+    statistic = statistic or table.settings.get("statistic", "median")
+    cal = dict(table.calibration or {})
+    pred = LatencyPredictor(table, missing="error", statistic=statistic)
+    sums = np.array([pred.raw_sum_ms(s, frames, size, num_classes) for s in specs])
+    y = np.asarray(measured_ms, dtype=float)
+    offset = pred.call_overhead_ms
+    if np.any(sums <= 0):
+        raise LatencyTableError("calibration: a network's units sum to zero; re-profile the table")
+    scale = float(np.median((y - offset) / sums))
+    if not scale > 0:
+        raise LatencyTableError(f"calibration: measured latencies {list(y)} are below the fixed "
+                                f"overhead {offset:.3f} ms; re-measure on a quieter machine")
+    fit = offset + scale * sums
+    fitted = {"call_overhead_ms": offset, "scale": scale, "offset_ms": offset,
+              "fitted_on": len(specs), "fit_mape_pct": float(np.mean(np.abs(fit - y) / y) * 100.0)}
+    by = dict(cal.get("by_statistic") or {})
+    by[statistic] = fitted
+    cal["by_statistic"] = by
+    cal["clip"] = [frames, size]
+    if statistic == table.settings.get("statistic", "median") or "scale" not in cal:
+        cal.update(fitted)
+    table.calibration = cal
+    return fitted
+
+
+# ---- sampling the search space ---------------------------------------------------------
+
+def sample_architectures(n: int, *, frames: int, size: int, seed: int = 0,
+                         max_flops: Optional[float] = None, layer_budget: int = 83,
+                         min_steps: int = 4, max_steps: int = 40,
+                         flops_shape: tuple[int, int] = (13, 160)) -> List[ArchSpec]:
+    """``n`` distinct random networks of the search's space (e3d_zoo.search.space).
+
+    Each is a random walk of the search's own mutation operator from the space's seed,
+    kept when it fits ``max_flops`` (tinynas FLOPs at ``flops_shape``), so the sample
+    covers the sizes a search under that budget visits.
+    """
+    from .. import complexity
+    from ..search.space import BoundSpace, candidate_of, default_space, spec_of
+
+    space = default_space()
+    seed_spec = space.seed_spec(frames, size)
+    bound = BoundSpace(space, seed_spec, size, layer_budget)
+    rng = random.Random(seed)
+    out: List[ArchSpec] = []
+    seen = set()
+    tries = 0
+    while len(out) < n:
+        tries += 1
+        if tries > 200 * n:
+            raise LatencyTableError(f"could not sample {n} architectures under {max_flops:g} FLOPs")
+        cand = candidate_of(seed_spec)
+        for _ in range(rng.randint(min_steps, max_steps)):
+            nxt = bound.mutate(cand, rng)
+            if max_flops is not None and complexity.tinynas_flops(
+                    spec_of(nxt, *flops_shape), *flops_shape) > max_flops:
+                continue
+            cand = nxt
+        if cand in seen:
+            continue
+        seen.add(cand)
+        out.append(spec_of(cand, frames, size, name=f"sample_{seed}_{len(out)}"))
+    return out
+
