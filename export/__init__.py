@@ -16,14 +16,14 @@ from .pipeline import export, load_source
 from .quantize import quantize_onnx_int8, quantize_openvino_int8
 from .tensorrt import (TRT_SUPPORTED_OPS, build_trt_engine, check_trt_support,
                        read_engine_sidecar)
-from .verify import (VerificationResult, compare, random_clips, reference_logits, verify_artifact,
-                     verify_backend)
+from .verify import (VerificationResult, compare, random_clips, randomize_statistics,
+                     reference_logits, verify_artifact, verify_backend)
 
 __all__ = [
     "export", "load_source", "export_onnx", "export_openvino", "lower_to_2d", "E3D2d",
     "fold_batchnorm", "has_batchnorm", "model_metadata", "read_metadata", "op_histogram",
     "DEFAULT_OPSET", "quantize_onnx_int8", "quantize_openvino_int8", "build_trt_engine",
     "check_trt_support", "read_engine_sidecar", "TRT_SUPPORTED_OPS", "verify_artifact",
-    "verify_backend", "VerificationResult", "compare", "random_clips", "reference_logits",
+    "verify_backend", "VerificationResult", "compare", "random_clips", "randomize_statistics", "reference_logits",
     "MANIFEST_NAME", "check_manifest", "load_manifest",
 ]

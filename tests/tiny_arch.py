@@ -17,3 +17,14 @@ def make_tiny_spec(frames: int = 4, size: int = 32, head_hidden: int = 64) -> Ar
     """A 6-block E3D-shaped network (~10k params) with every block kind the zoo uses."""
     return ArchSpec.from_dict({"name": "e3d_tiny", "frames": frames, "size": size,
                                "head_hidden": head_hidden, "blocks": TINY_BLOCKS})
+
+
+def tiny_model(num_classes: int = 7, seed: int = 0, **spec_kw):
+    """A tiny E3D with trained-like BN statistics and O(1) logits (see randomize_statistics)."""
+    import torch
+
+    import e3d_zoo
+    from e3d_export import randomize_statistics
+
+    torch.manual_seed(seed)
+    return randomize_statistics(e3d_zoo.create_model(make_tiny_spec(**spec_kw), num_classes=num_classes), seed)

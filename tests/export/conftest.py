@@ -1,9 +1,9 @@
-"""Fixtures for tests/export (helpers live in export_helpers.py, importable by name)."""
+"""Fixtures for tests/export (helpers live in tests/tiny_arch.py)."""
 from __future__ import annotations
 
 import pytest
 
-from export_helpers import tiny_model
+from tiny_arch import tiny_model
 
 
 @pytest.fixture(scope="module")

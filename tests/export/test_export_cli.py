@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from export_helpers import tiny_model
+from tiny_arch import tiny_model
 from e3d_export.cli import main
 
 

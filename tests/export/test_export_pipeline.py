@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from export_helpers import tiny_model
+from tiny_arch import tiny_model
 from e3d_export import check_manifest, export
 from e3d_export.manifest import sha256_file
 from e3d_zoo.errors import ExportError, ModelNotFoundError, VerificationError, WeightsError

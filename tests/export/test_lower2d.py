@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import e3d_zoo
-from export_helpers import trained_like
+from e3d_export import randomize_statistics
 from e3d_export import export_onnx, lower_to_2d, op_histogram
 from e3d_zoo.errors import ExportError
 from e3d_zoo.runtime import load_backend
@@ -31,7 +31,7 @@ def one_block_model(*, kt: int, k: int, stride: int, shortcut: bool, frames: int
     spec = e3d_zoo.ArchSpec.from_dict({"name": "one_block", "frames": frames, "size": size,
                                        "head_hidden": 16, "blocks": blocks})
     torch.manual_seed(seed)
-    return trained_like(e3d_zoo.create_model(spec, num_classes=5), seed)
+    return randomize_statistics(e3d_zoo.create_model(spec, num_classes=5), seed)
 
 
 def _logits(model, x):

@@ -6,7 +6,7 @@ import onnx
 import pytest
 import torch
 
-from export_helpers import tiny_model
+from tiny_arch import tiny_model
 from e3d_export import (export_onnx, export_openvino, has_batchnorm, fold_batchnorm, op_histogram,
                         random_clips, read_metadata, verify_artifact)
 from e3d_zoo.errors import BackendError, ExportError, VerificationError

@@ -1,9 +1,9 @@
-"""Fixtures for tests/runtime (helpers live in runtime_helpers.py, importable by name)."""
+"""Fixtures for tests/runtime (helpers live in tests/tiny_arch.py)."""
 from __future__ import annotations
 
 import pytest
 
-from runtime_helpers import tiny_model
+from tiny_arch import tiny_model
 
 
 @pytest.fixture(scope="module")
