@@ -87,12 +87,6 @@ def faststart_mp4(path: Path, frames, fps: float = 30.0) -> Path:
 
 
 def make_tiny_spec(**kwargs):
-    """tests/conftest.py's tiny E3D spec, loaded by path: ``from conftest import`` would
-    pick up whichever subfolder's conftest.py pytest imported last."""
-    import importlib.util
+    from tiny_arch import make_tiny_spec as _make
 
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("e3d_tests_root_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_tiny_spec(**kwargs)
+    return _make(**kwargs)
