@@ -301,14 +301,7 @@ def validate_predictor(args: argparse.Namespace) -> Dict[str, Any]:
                 for s, pi, yi, e, m in zip(specs, p, y, err, measured)]
         else:
             out[f"by_{st}"] = {**summary, "predicted_ms": p.tolist(), "measured_ms": y.tolist()}
-    if args.plot:
-        out["plot"] = str(plot_validation(out, args.plot))
-    if args.out:
-        from ..atomic import atomic_write_text
-        import json
-
-        atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")
-    return out
+    return _finish_validation(out, args)
 
 
 def _validate_same_session(args: argparse.Namespace, table, specs, frames: int, size: int,
@@ -376,6 +369,11 @@ def _validate_same_session(args: argparse.Namespace, table, specs, frames: int, 
                            for s, pi, yi, e, m in zip(specs, p, y, err, nets[len(cal_specs):])]
         else:
             out[f"by_{st}"] = {**summary, "predicted_ms": p.tolist(), "measured_ms": y.tolist()}
+    return _finish_validation(out, args)
+
+
+def _finish_validation(out: dict, args: argparse.Namespace) -> dict:
+    """The plot and the JSON file both validation protocols end with."""
     if args.plot:
         out["plot"] = str(plot_validation(out, args.plot))
     if args.out:
@@ -538,3 +536,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+

@@ -12,18 +12,14 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import BackendError, MissingDependencyError
+from ..errors import BackendError, require
 from .base import Backend, register_backend
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
 def _ort():
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingDependencyError("onnxruntime", "onnx", "the ONNX Runtime backend") from exc
-    return onnxruntime
+    return require("onnxruntime", "onnx", "the ONNX Runtime backend")
 
 
 @register_backend("onnxruntime")

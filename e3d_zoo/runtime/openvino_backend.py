@@ -12,18 +12,14 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ..errors import BackendError, MissingDependencyError
+from ..errors import BackendError, require
 from .base import Backend, register_backend
 
 _PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
 
 
 def _ov():
-    try:
-        import openvino
-    except ImportError as exc:
-        raise MissingDependencyError("openvino", "openvino", "the OpenVINO backend") from exc
-    return openvino
+    return require("openvino", "openvino", "the OpenVINO backend")
 
 
 @register_backend("openvino")
