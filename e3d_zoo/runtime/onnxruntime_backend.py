@@ -28,7 +28,7 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, artifact: Any, *, threads: Optional[int] = None,
                  providers: Optional[Sequence[str]] = None, optimization: str = "all",
-                 **options: Any):
+                 spin: bool = False, **options: Any):
         ort = _ort()
         super().__init__(artifact, threads=threads, **options)
         path = Path(os.fspath(artifact))
@@ -41,6 +41,11 @@ class OnnxRuntimeBackend(Backend):
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if not spin:
+            # ORT's idle worker threads busy-wait after each run by default; on 2 cores that
+            # steals the CPU from whatever runs next (video decoding, another backend in an
+            # interleaved benchmark) and inflates its latency.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
