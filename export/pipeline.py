@@ -215,14 +215,20 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
             from .onnx import export_onnx, op_histogram
             from .tensorrt import check_trt_support
 
-            onnx_path = export_onnx(model, stage / "model.onnx", frames=T, size=R, batch=batch,
-                                    dynamic_batch=dynamic_batch, opset=opset)
-            trt_report = check_trt_support(onnx_path)
-            artifacts["onnx"] = {"file": onnx_path.name, "format": "onnx", "precision": "fp32",
-                                 "opset": opset, "dynamic_batch": dynamic_batch, "layout": "3d",
-                                 "ops": op_histogram(onnx_path),
-                                 "tensorrt_parser_check": {k: trt_report[k] for k in ("supported", "problems")}}
-            check("onnx", onnx_path, "onnxruntime", "fp32")
+            def onnx_artifact(module: nn.Module, name: str, layout: str) -> Path:
+                """Export, record and verify one fp32 ONNX graph (3D or 2D-lowered)."""
+                path = export_onnx(module, stage / f"model{'' if layout == '3d' else '_2d'}.onnx",
+                                   frames=T, size=R, batch=batch, dynamic_batch=dynamic_batch,
+                                   opset=opset)
+                report = check_trt_support(path)
+                artifacts[name] = {"file": path.name, "format": "onnx", "precision": "fp32",
+                                   "opset": opset, "dynamic_batch": dynamic_batch, "layout": layout,
+                                   "ops": op_histogram(path),
+                                   "tensorrt_parser_check": {k: report[k] for k in ("supported", "problems")}}
+                check(name, path, "onnxruntime", "fp32")
+                return path
+
+            onnx_path = onnx_artifact(model, "onnx", "3d")
             done("onnx")
             int8_src = onnx_path
             if lower_2d:
@@ -237,15 +243,7 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
                 results.append({"name": "lowering_pytorch", "artifact": "(module)", "backend": "torch",
                                 "precision": "fp32", "clips": len(clips), "passed": True,
                                 "criterion": f"max_abs_err <= {LOWERING_ABS_TOL:g}", **lowered_stats})
-                p2d = export_onnx(lowered, stage / "model_2d.onnx", frames=T, size=R, batch=batch,
-                                  dynamic_batch=dynamic_batch, opset=opset)
-                rep2d = check_trt_support(p2d)
-                artifacts["onnx_2d"] = {"file": p2d.name, "format": "onnx", "precision": "fp32",
-                                        "opset": opset, "dynamic_batch": dynamic_batch, "layout": "2d",
-                                        "ops": op_histogram(p2d),
-                                        "tensorrt_parser_check": {k: rep2d[k] for k in ("supported", "problems")}}
-                check("onnx_2d", p2d, "onnxruntime", "fp32")
-                int8_src = p2d
+                int8_src = onnx_artifact(lowered, "onnx_2d", "2d")
                 done("onnx_2d")
             if openvino:
                 from .openvino import export_openvino
