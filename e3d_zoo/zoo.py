@@ -69,23 +69,11 @@ def video_cfg(spec: ArchSpec) -> Dict[str, Any]:
 
 
 def _load_pretrained(model: E3D, variant: str) -> None:
-    """Fill ``model`` with the weights its pretrained_cfg points at.
+    """Fill ``model`` with the weights its pretrained_cfg points at (local file or Hub repo);
+    raises WeightsError naming the repo tried, never returns random weights silently."""
+    from . import hub
 
-    The Hub issue implements the download; until weights are published this
-    raises instead of silently returning random weights.
-    """
-    try:
-        from . import hub
-    except ImportError:  # pragma: no cover - hub is part of the package
-        hub = None
-    if hub is not None and hasattr(hub, "load_pretrained_weights"):
-        hub.load_pretrained_weights(model, model.pretrained_cfg)
-        return
-    repo = (model.pretrained_cfg or {}).get("hf_hub_id")
-    raise WeightsError(
-        f"{variant}: no pretrained weights are available (tried Hugging Face Hub repo "
-        f"{repo!r}, which has no published checkpoint). Train one with `e3d-train` and "
-        "publish it with `e3d-zoo push`, or build with pretrained=False.")
+    hub.load_pretrained_weights(model, model.pretrained_cfg)
 
 
 def _create_e3d(variant: str, pretrained: bool = False, spec: Optional[ArchSpec] = None,
@@ -159,11 +147,8 @@ def create_model(name_or_path: str | os.PathLike | ArchSpec, pretrained: bool = 
     ``drop_rate``, ``drop_path_rate``, ``features_only``, ``out_indices``, ...).
     """
     if isinstance(name_or_path, str) and name_or_path.startswith("hf-hub:"):
-        from . import hub  # the Hub issue provides create_model_from_hub
+        from . import hub
 
-        if not hasattr(hub, "create_model_from_hub"):
-            raise WeightsError(f"{name_or_path}: loading from the Hugging Face Hub is not "
-                               "available in this version")
         return hub.create_model_from_hub(name_or_path[len("hf-hub:"):], pretrained=pretrained,
                                          **kwargs)
     if isinstance(name_or_path, str) and name_or_path in ZOO_MODELS:

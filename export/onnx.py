@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from e3d_zoo.atomic import atomic_path
-from e3d_zoo.errors import ExportError, MissingDependencyError
+from e3d_zoo.errors import ExportError, MissingDependencyError, require
 
 from .fold import fold_batchnorm
 
@@ -32,11 +32,7 @@ MIN_OPSET = 17
 
 
 def _onnx():
-    try:
-        import onnx
-    except ImportError as exc:
-        raise MissingDependencyError("onnx", "onnx", "ONNX export") from exc
-    return onnx
+    return require("onnx", "onnx", "ONNX export")
 
 
 def model_metadata(model: nn.Module, *, frames: int, size: int,

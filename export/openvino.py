@@ -14,15 +14,11 @@ from typing import Any, Mapping, Optional
 
 import torch.nn as nn
 
-from e3d_zoo.errors import ExportError, MissingDependencyError
+from e3d_zoo.errors import ExportError, require
 
 
 def _ov():
-    try:
-        import openvino
-    except ImportError as exc:
-        raise MissingDependencyError("openvino", "openvino", "OpenVINO export") from exc
-    return openvino
+    return require("openvino", "openvino", "OpenVINO export")
 
 
 def export_openvino(src: Any, path_xml: str | os.PathLike, *, compress_fp16: bool = False,
