@@ -182,7 +182,8 @@ def _specs_from_args(args: argparse.Namespace, frames: int, size: int) -> List[A
 
 
 def profile_table(args: argparse.Namespace) -> Dict[str, Any]:
-    from ..latency.profile import Loader, calibrate, measure_specs, profile_keys, sample_architectures
+    from ..latency.profile import (NETWORK_FIELD, Loader, calibrate, measure_specs, profile_keys,
+                                   sample_architectures)
     from ..latency.table import LatencyTable, iter_keys_of, load_table
 
     path = Path(args.profile_table)
@@ -190,7 +191,8 @@ def profile_table(args: argparse.Namespace) -> Dict[str, Any]:
         table = load_table(path)  # resume: only the missing units are measured
         table.check_environment(strict=True)
     else:
-        table = LatencyTable.new(args.backend, args.threads, statistic=args.statistic)
+        table = LatencyTable.new(args.backend, args.threads,
+                                 statistic=args.statistic or default_statistic(args.backend))
         table.path = path
     frames, size = args.frames, args.size
     if not frames or not size:
@@ -211,7 +213,7 @@ def profile_table(args: argparse.Namespace) -> Dict[str, Any]:
     if not specs and not cal_specs:
         raise ConfigError("--profile-table: nothing to profile; give --zoo, --arch A.json or --sample N")
     quiet = args.json or args.quiet
-    with Loader(table.backend, table.threads) as loader:
+    with Loader(table.backend, table.threads, kernel=_is_kernel(table)) as loader:
         keys = list(iter_keys_of(specs + cal_specs, frames, size, args.num_classes))
         added = profile_keys(table, keys, loader, path=path, rounds=args.rounds,
                              runs_per_round=args.runs_per_round, progress=not quiet)
@@ -220,10 +222,8 @@ def profile_table(args: argparse.Namespace) -> Dict[str, Any]:
             measured = measure_specs(cal_specs, loader, frames=frames, size=size,
                                      num_classes=args.num_classes, rounds=args.rounds,
                                      runs_per_round=args.runs_per_round, progress=not quiet)
-            for st in ("median", "min", "cpu"):
-                if st == "cpu" and table.threads != 1:
-                    continue
-                calibrate(table, cal_specs, [m[f"{st}_ms"] for m in measured], frames=frames,
+            for st in _statistics_of(table):
+                calibrate(table, cal_specs, [m[NETWORK_FIELD[st]] for m in measured], frames=frames,
                           size=size, num_classes=args.num_classes, statistic=st)
             cal = table.calibration
             cal["measured"] = [{"name": s.name, **m} for s, m in zip(cal_specs, measured)]
@@ -236,7 +236,8 @@ def validate_predictor(args: argparse.Namespace) -> Dict[str, Any]:
     import numpy as np
 
     from ..latency.predictor import LatencyPredictor
-    from ..latency.profile import Loader, measure_specs, profile_keys, sample_architectures
+    from ..latency.profile import (NETWORK_FIELD, Loader, measure_specs, profile_keys,
+                                   sample_architectures)
     from ..latency.table import iter_keys_of, load_table
 
     if not args.table:
@@ -256,7 +257,7 @@ def validate_predictor(args: argparse.Namespace) -> Dict[str, Any]:
     quiet = args.json or args.quiet
     if args.same_session:
         return _validate_same_session(args, table, specs, frames, size, quiet)
-    with Loader(table.backend, table.threads) as loader:
+    with Loader(table.backend, table.threads, kernel=_is_kernel(table)) as loader:
         if args.missing == "measure":
             profile_keys(table, list(iter_keys_of(specs, frames, size, args.num_classes)), loader,
                          path=table.path, rounds=table.settings.get("rounds", 5),
@@ -271,17 +272,17 @@ def validate_predictor(args: argparse.Namespace) -> Dict[str, Any]:
                            "median_spread_p90_p50": float(np.median([m["spread"] for m in measured]))}
     # The table's statistic is the headline; the other one is reported beside it, since
     # on a shared machine min-of-runs is the steadier estimate of uncontended latency.
-    stats = ("median", "min", "cpu") if table.threads == 1 else ("median", "min")
+    stats = _statistics_of(table)
     for st in (own,) + tuple(x for x in stats if x != own):
         pred = LatencyPredictor(table, missing="interpolate", num_classes=args.num_classes,
                                 statistic=st)
         p = np.array([pred.predict_ms(s, frames, size) for s in specs])
-        y = np.array([m[f"{st}_ms"] for m in measured])
+        y = np.array([m[NETWORK_FIELD[st]] for m in measured])
         err = (p - y) / y
         # Diagnostic only: the same measurements rescaled by the drift reference timed in
         # their session. Not the headline: among 30 large networks the small reference
         # unit runs with a cold cache, so its ratio reflects cache context, not load.
-        corr = np.array([pred.to_time_base(m[f"{st}_ms"], m.get("ref")) for m in measured])
+        corr = np.array([pred.to_time_base(m[NETWORK_FIELD[st]], m.get("ref")) for m in measured])
         err_corr = (p - corr) / corr
         summary = {"within_10pct": float(np.mean(np.abs(err) <= 0.10)),
                    "mape_pct": float(np.mean(np.abs(err)) * 100),
@@ -313,8 +314,9 @@ def _validate_same_session(args: argparse.Namespace, table, specs, frames: int, 
     import numpy as np
 
     from ..latency.predictor import LatencyPredictor
-    from ..latency.profile import (Loader, _input_for, calibrate, interleaved_times, load_average,
-                                   measure_call_overhead, sample_architectures, summarize)
+    from ..latency.profile import (NETWORK_FIELD, Loader, _input_for, _uncalibrated, calibrate,
+                                   interleaved_times, load_average, measure_call_overhead,
+                                   sample_architectures, summarize)
     from ..latency.table import LatencyTable, iter_keys_of
     from ..zoo import ZOO_MODELS, spec_for
 
@@ -322,9 +324,11 @@ def _validate_same_session(args: argparse.Namespace, table, specs, frames: int, 
     cal_specs += sample_architectures(5, frames=frames, size=size, seed=args.seed + 1000,
                                       max_flops=args.max_flops)
     keys = list(dict.fromkeys(iter_keys_of(cal_specs + specs, frames, size, args.num_classes)))
-    session = LatencyTable(environment=dict(table.environment), settings={"statistic": "cpu"
-                           if table.threads == 1 else "median"})
-    with Loader(table.backend, table.threads) as loader:
+    # headline: kernel sums for a kernel table, else CPU time where it is defined (1 thread)
+    sts = tuple(dict.fromkeys((("kernel",) if _is_kernel(table) else ())
+                              + (("cpu",) if table.threads == 1 else ()) + _statistics_of(table)))
+    session = LatencyTable(environment=dict(table.environment), settings={"statistic": sts[0]})
+    with Loader(table.backend, table.threads, kernel="kernel" in sts) as loader:
         units = []
         for k in _bar(keys, "loading units", quiet):
             u = loader.load_key(k)
@@ -334,28 +338,27 @@ def _validate_same_session(args: argparse.Namespace, table, specs, frames: int, 
             units.append((u, _input_for(u, (1, s.in_chans, frames, size, size))))
         oh = measure_call_overhead(loader)
         cpu: List[List[float]] = []
+        kernel: List[List[float]] = []
         times = interleaved_times(units, rounds=args.rounds, runs_per_round=args.runs_per_round,
-                                  cpu=cpu)
+                                  cpu=cpu, kernel=kernel)
     load = load_average()
-    stats = [summarize(ts, "median", cs) for ts, cs in zip(times, cpu)]
+    stats = [summarize(ts, "median", cs, ks) for ts, cs, ks in zip(times, cpu, kernel)]
     out: Dict[str, Any] = {"table": str(table.path), "protocol": "same-session", "n": len(specs),
                            "frames": frames, "size": size, "environment": table.environment,
                            "units": len(keys), "load": load,
                            "median_spread_p90_p50": float(np.median(
                                [st["spread"] for st in stats[len(keys) + len(cal_specs):]]))}
-    sts = ("cpu", "median", "min") if table.threads == 1 else ("median", "min")
     for st in sts:
         session.entries = {k: {**stats[i], "ms": stats[i][f"{st}_ms"]} for i, k in enumerate(keys)}
         session.settings["statistic"] = st
-        session.calibration = {"call_overhead_ms": oh[f"{st}_ms"], "scale": 1.0,
-                               "offset_ms": oh[f"{st}_ms"]}
+        session.calibration = _uncalibrated(st, oh)
         nets = stats[len(keys):]
-        y_cal = [m[f"{st}_ms"] for m in nets[:len(cal_specs)]]
+        y_cal = [m[NETWORK_FIELD[st]] for m in nets[:len(cal_specs)]]
         cal = calibrate(session, cal_specs, y_cal, frames=frames, size=size,
                         num_classes=args.num_classes, statistic=st)
         pred = LatencyPredictor(session, missing="error", num_classes=args.num_classes)
         p = np.array([pred.predict_ms(s, frames, size) for s in specs])
-        y = np.array([m[f"{st}_ms"] for m in nets[len(cal_specs):]])
+        y = np.array([m[NETWORK_FIELD[st]] for m in nets[len(cal_specs):]])
         err = (p - y) / y
         summary = {"within_10pct": float(np.mean(np.abs(err) <= 0.10)),
                    "mape_pct": float(np.mean(np.abs(err)) * 100),
@@ -370,6 +373,26 @@ def _validate_same_session(args: argparse.Namespace, table, specs, frames: int, 
         else:
             out[f"by_{st}"] = {**summary, "predicted_ms": p.tolist(), "measured_ms": y.tolist()}
     return _finish_validation(out, args)
+
+
+def default_statistic(backend: str) -> str:
+    """Kernel sums where the runtime reports per-layer times, wall-clock medians elsewhere."""
+    from ..latency.profile import KERNEL_BACKENDS
+    from ..runtime.base import canonical_backend_name
+
+    return "kernel" if canonical_backend_name(backend) in KERNEL_BACKENDS else "median"
+
+
+def _is_kernel(table) -> bool:
+    return table.settings.get("statistic") == "kernel"
+
+
+def _statistics_of(table) -> tuple:
+    """The statistics a table's measurements support, its own first: ``cpu`` needs one
+    thread, ``kernel`` units loaded with per-layer counters (tables made for it)."""
+    own = table.settings.get("statistic", "median")
+    rest = ["median", "min"] + (["cpu"] if table.threads == 1 else [])
+    return (own,) + tuple(st for st in rest if st != own)
 
 
 def _finish_validation(out: dict, args: argparse.Namespace) -> dict:
@@ -447,10 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample", type=int, default=0, help="profile N random search-space archs")
     g.add_argument("--calibrate", type=int, default=0,
                    help="fit offset/scale on N end-to-end measured archs (zoo models first)")
-    g.add_argument("--statistic", choices=("median", "min", "cpu"), default="median",
-                   help="what a new table stores as an entry's latency: median wall-clock, fastest "
-                        "run, or median process CPU time (1 thread only; steady on a shared "
-                        "machine). The others are stored beside it.")
+    g.add_argument("--statistic", choices=("kernel", "median", "min", "cpu"), default=None,
+                   help="what a new table stores as an entry's latency: the runtime's per-layer "
+                        "times summed without layout conversions (kernel; OpenVINO only, the "
+                        "default there), median wall-clock (the default elsewhere), fastest "
+                        "run, or median process CPU time (1 thread only). The others are stored "
+                        "beside it.")
     g.add_argument("--runs-per-round", type=int, default=3)
     g.add_argument("--max-flops", type=float, default=4.0e9,
                    help="sampled archs fit this tinynas-FLOPs budget at 13x160^2 (default 4e9)")

@@ -3,10 +3,12 @@
     predicted_ms = offset_ms + scale * sum over units (entry_ms - call_overhead_ms)
 
 Units are the table's keys (one per conv block, residual layer and the head). Each
-isolated entry includes one call's fixed cost (``call_overhead_ms``, measured on an
-empty graph), which the network pays once, not once per unit: it is subtracted per
-unit and the whole-network fixed cost ``offset_ms`` is added back. ``offset_ms`` and
-``scale`` are calibrated against end-to-end measurements (``profile.calibrate``).
+isolated wall-clock or CPU entry includes one call's fixed cost (``call_overhead_ms``,
+measured on an empty graph), which the network pays once, not once per unit: it is
+subtracted per unit and the whole-network fixed cost ``offset_ms`` is added back.
+Entries of statistic ``kernel`` (the runtime's per-layer times, summed) hold no call
+cost, so nothing is subtracted. ``offset_ms`` and ``scale`` are calibrated against
+end-to-end wall-clock measurements (``profile.calibrate``).
 
 Units missing from the table (``missing=``):
 
@@ -32,7 +34,7 @@ import numpy as np
 
 from ..errors import LatencyTableError
 from ..spec import ArchSpec
-from .table import LatencyTable, LayerKey, block_layer_keys, head_key, load_table
+from .table import STATISTICS, LatencyTable, LayerKey, block_layer_keys, head_key, load_table
 
 MISSING_MODES = ("interpolate", "measure", "error")
 _MIN_FIT = 5  # entries needed for a 4-feature fit
@@ -71,8 +73,8 @@ class LatencyPredictor:
         # one the entries also carry (every profiled entry has median_ms and min_ms).
         own = table.settings.get("statistic", "median")
         self.statistic = statistic or own
-        if self.statistic not in ("median", "min", "cpu"):
-            raise LatencyTableError(f"statistic: expected 'median', 'min' or 'cpu', found "
+        if self.statistic not in STATISTICS:
+            raise LatencyTableError(f"statistic: expected one of {list(STATISTICS)}, found "
                                     f"{self.statistic!r}")
         self._field = "ms" if self.statistic == own else f"{self.statistic}_ms"
         cal = table.calibration or {}

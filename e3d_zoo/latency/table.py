@@ -42,6 +42,8 @@ from ..spec import ArchSpec
 SCHEMA = "e3d-latency-table"
 SCHEMA_VERSION = 1
 KINDS = ("conv", "res", "head")
+#: what an entry's headline ``ms`` is (``e3d_zoo.latency.profile.summarize`` defines each)
+STATISTICS = ("median", "min", "cpu", "kernel")
 # Environment fields that must match for a table to describe this machine.
 MATCH_FIELDS = ("backend", "runtime_version", "threads", "cpu", "machine", "precision")
 

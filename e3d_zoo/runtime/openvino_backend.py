@@ -3,18 +3,28 @@
 Precision is pinned (``INFERENCE_PRECISION_HINT``): on CPUs with bf16 or AMX units
 OpenVINO otherwise silently computes in bf16, and a backend verified "at fp32" must
 actually run fp32. ``precision="bf16"``/``"f16"`` opts into the faster reduced modes.
+
+``profile=True`` turns on the CPU plugin's per-layer performance counters
+(``PERF_COUNT``): after each :meth:`run`, :meth:`layer_times` lists what every
+executed layer took and :meth:`kernel_ms` sums them, leaving out layout conversions
+(``Reorder``). That sum is what a layer costs inside a network: an isolated unit's
+boundary reorders (plain <-> blocked layout) and the call's fixed cost are not in it,
+which is why latency tables use it (``e3d_zoo.latency``, statistic ``kernel``).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from ..errors import BackendError, require
 from .base import Backend, register_backend
 
+# Layers that only convert memory layouts: inserted at an isolated unit's boundaries,
+# absent between the layers of a whole network.
+LAYOUT_NODE_TYPES = ("Reorder",)
 _PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
 
 
@@ -27,7 +37,8 @@ class OpenVINOBackend(Backend):
     artifact_kinds = (".xml", ".onnx")
 
     def __init__(self, artifact: Any, *, threads: Optional[int] = None, device: str = "CPU",
-                 precision: str = "fp32", hint: str = "LATENCY", **options: Any):
+                 precision: str = "fp32", hint: str = "LATENCY", profile: bool = False,
+                 **options: Any):
         ov = _ov()
         super().__init__(artifact, threads=threads, **options)
         path = Path(os.fspath(artifact))
@@ -48,6 +59,9 @@ class OpenVINOBackend(Backend):
             config["INFERENCE_NUM_THREADS"] = int(threads)
         if hint == "LATENCY":
             config["NUM_STREAMS"] = 1
+        if profile:
+            config["PERF_COUNT"] = True
+        self.profile = bool(profile)
         try:
             self.model = self.core.read_model(str(path))
             self.compiled = self.core.compile_model(self.model, device, config)
@@ -84,7 +98,20 @@ class OpenVINOBackend(Backend):
         self.request.infer({0: clips})
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
+    def layer_times(self) -> List[Dict[str, Any]]:
+        """Per executed layer of the last :meth:`run`: name, node and kernel type, ms."""
+        if not self.profile:
+            raise BackendError(f"{self.path.name}: per-layer times need load_backend(..., profile=True)")
+        return [{"name": info.node_name, "node_type": info.node_type, "exec_type": info.exec_type,
+                 "ms": info.real_time.total_seconds() * 1000.0}
+                for info in self.request.profiling_info]
+
+    def kernel_ms(self) -> float:
+        """The last run's layer times summed, layout conversions (Reorder) left out."""
+        return sum(t["ms"] for t in self.layer_times() if t["node_type"] not in LAYOUT_NODE_TYPES)
+
     def describe(self) -> Dict[str, Any]:
         ov = _ov()
         return {"backend": self.name, "runtime_version": ov.get_version(), "device": self.device,
-                "precision": self.precision, "threads": self.threads, "artifact": str(self.path)}
+                "precision": self.precision, "threads": self.threads, "artifact": str(self.path),
+                "profile": self.profile}
