@@ -12,8 +12,9 @@ Steps (each skipped when its output exists, so an interrupted run resumes):
    E3D-S's reference budget ``tinynas_flops <= 2e9`` (both with ``layers <= 83``);
 4. the found networks' units profiled exactly (no interpolation), then E3D-S and
    both found networks measured end to end, interleaved, in one session;
-5. ``results.json`` and ``front.png``: STEntr-Score against latency (the latency
-   search's final population, predicted; the three networks, measured).
+5. ``results_s<seed>_c<candidates>.json`` and ``front_s<seed>_c<candidates>.png``:
+   STEntr-Score against latency (the latency search's final population, predicted; the
+   three networks, measured). Several seeds share one folder and its table.
 """
 from __future__ import annotations
 
@@ -80,25 +81,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from e3d_zoo.latency.predictor import LatencyPredictor
     from e3d_zoo.latency.profile import NETWORK_FIELD, Loader, measure_specs, profile_keys
     from e3d_zoo.latency.table import iter_keys_of, load_table
+    from e3d_zoo.atomic import atomic_write_text
     from e3d_zoo.zoo import load_zoo_arch
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     T, R = args.frames, args.size
-    table_path = out / f"openvino_t{T}_r{R}_th{args.threads}.json"
+    table_path = out / f"openvino_t{T}_r{R}_th{args.threads}_{args.statistic}.json"
     build_table(table_path, T, R, args.threads, args.sample, args.calibrate, args.rounds,
                 args.statistic)
     table = load_table(table_path)
+    if table.settings.get("statistic") != args.statistic:
+        raise SystemExit(f"{table_path}: a table of statistic {table.settings.get('statistic')!r}, "
+                         f"not {args.statistic!r}; remove it or use another --out-dir")
     e3d_s = load_zoo_arch("e3d_s").replace(frames=T, size=R)
     cal_runs = {m["name"]: m for m in table.calibration.get("measured", [])}
     pred = LatencyPredictor(table, statistic=args.statistic)
     field = NETWORK_FIELD[args.statistic]
     budget = float(cal_runs["e3d_s"][field])
     _log(f"latency budget = E3D-S measured {field} {budget:.2f} ms")
-    lat_spec, lat_res = run_search(out / "e3d_s_latency_budget.json", T, R,
+    run = f"s{args.seed}_c{args.candidates}"  # several seeds can share one folder and table
+    lat_spec, lat_res = run_search(out / f"e3d_s_latency_budget_{run}.json", T, R,
                                    {"latency_ms": budget, "layers": 83}, pred, args.candidates,
                                    args.seed)
-    flops_spec, _ = run_search(out / "e3d_s_flops_budget.json", T, R,
+    flops_spec, _ = run_search(out / f"e3d_s_flops_budget_{run}.json", T, R,
                                {"tinynas_flops": 2.0e9, "layers": 83}, None, args.candidates, args.seed)
     nets = {"e3d_s": e3d_s, "latency_budget": lat_spec.replace(frames=T, size=R),
             "flops_budget": flops_spec.replace(frames=T, size=R)}
@@ -107,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     coverage = {n: LatencyPredictor(table, statistic=args.statistic).coverage(s)
                 for n, s in nets.items()}
 
-    with Loader(table.backend, table.threads, kernel=args.statistic == "kernel") as loader:
+    with Loader(table.backend, table.threads, kernel=args.statistic == "kernel") as loader:  # checked above
         _log("profiling the found networks' units exactly")
         profile_keys(table, list(iter_keys_of(nets.values(), T, R)), loader, path=table_path,
                      rounds=table.settings.get("rounds", 5),
@@ -139,8 +145,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             s = spec_of(mem.candidate, T, R)
             front.append({"stentr": mem.score, "predicted_ms": pred.predict_ms(s)})
         result["population_front"] = front
-    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    plot_front(result, out / "front.png")
+    atomic_write_text(out / f"results_{run}.json", json.dumps(result, indent=1) + "\n")
+    plot_front(result, out / f"front_{run}.png")
     for n, r in rows.items():
         _log(f"{n:<15} STEntr {r['stentr']:.3f}  predicted {r['predicted_ms_exact']:.2f} ms "
              f"(interp. {r['predicted_ms_interpolated']:.2f})  measured {r['measured_ms']:.2f} ms "

@@ -10,6 +10,11 @@ come from the exported ONNX graph (shape inference, ``Conv`` nodes by kernel and
 group), so its achieved GFLOP/s can be set against this machine's sgemm GFLOP/s,
 measured in the same process (torch, the same ``n`` as ``bench_export``). That shows
 which part of the network keeps the whole from reaching the roofline.
+
+The wall time printed here is taken with the counters on (a little slower than
+``bench_export``'s figure for the same IR). Pointwise and dense convolutions are told
+apart by the CPU plugin's kernel name (``..._1x1_...``); a run where a class with MACs
+got no time (another ISA's kernel names) says so instead of dividing by zero.
 """
 from __future__ import annotations
 
@@ -76,7 +81,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     torch.set_num_threads(args.threads)
     T, R = args.frames, args.size
-    work = Path(tempfile.mkdtemp(prefix="e3d_profile_ov_"))
+    tmp = tempfile.TemporaryDirectory(prefix="e3d_profile_ov_")
+    work = Path(tmp.name)
     model = randomize_statistics(e3d_zoo.create_model(args.model, num_classes=400).eval(), 0,
                                  scale_head=False)
     onnx_path = export_onnx(model, work / "model.onnx", frames=T, size=R)
@@ -136,8 +142,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         xs = "" if r["x_sgemm_time"] is None else f"{r['x_sgemm_time']:.2f}"
         print(f"| {r['class']} | {r['ms']:.1f} | {100 * r['ms'] / layer_total:.0f}% | "
               f"{r['gmacs']:.3f} | {g} | {xs} |")
+    unmatched = [r["class"] for r in rows if r["gmacs"] > 0 and r["ms"] == 0]
+    if unmatched:
+        print(f"warning: no layer time was attributed to {', '.join(unmatched)} convolutions: "
+              "this plugin names its kernels differently; the GFLOP/s split is not meaningful",
+              file=sys.stderr)
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    tmp.cleanup()
     return 0
 
 

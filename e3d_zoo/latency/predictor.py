@@ -76,6 +76,11 @@ class LatencyPredictor:
         if self.statistic not in STATISTICS:
             raise LatencyTableError(f"statistic: expected one of {list(STATISTICS)}, found "
                                     f"{self.statistic!r}")
+        if self.statistic == "kernel" and own != "kernel":
+            raise LatencyTableError(
+                f"{table.path or 'latency table'}: statistic 'kernel' needs a table whose units "
+                f"were timed with per-layer counters; this one's statistic is {own!r} (profile a new "
+                "table with `e3d-bench --profile-table T.json --statistic kernel` on OpenVINO)")
         self._field = "ms" if self.statistic == own else f"{self.statistic}_ms"
         cal = table.calibration or {}
         cal = {**cal, **((cal.get("by_statistic") or {}).get(self.statistic) or {})}
@@ -140,7 +145,8 @@ class LatencyPredictor:
         from .profile import Loader, profile_keys
 
         if self.loader is None:
-            self.loader = Loader(self.table.backend, self.table.threads)
+            self.loader = Loader(self.table.backend, self.table.threads,
+                                 kernel=self.table.settings.get("statistic") == "kernel")
         profile_keys(self.table, [key], self.loader, path=self.table.path, progress=False)
         self._fits_at = -1
 

@@ -333,7 +333,8 @@ def profile_keys(table: LatencyTable, keys: Iterable[LayerKey], loader: Loader, 
                                 "counters on (Loader(..., kernel=True))")
     if table.calibration is None or "call_overhead_ms" not in table.calibration:
         oh = measure_call_overhead(loader)
-        by = {st: _uncalibrated(st, oh) for st in STATISTICS if f"{NETWORK_FIELD[st]}" in oh}
+        by = {st: _uncalibrated(st, oh) for st in STATISTICS
+              if NETWORK_FIELD[st] in oh and (st != "kernel" or loader.kernel)}
         table.calibration = {**by[statistic], "call_overhead_spread": oh["spread"],
                              "by_statistic": by}
     table.settings.update({"rounds": rounds, "runs_per_round": runs_per_round, "warmup": warmup,

@@ -17,7 +17,7 @@ from e3d_zoo.latency.table import LayerKey, layer_keys, load_table
 from e3d_zoo.runtime import load_backend
 from e3d_zoo.runtime.base import available_backends
 from e3d_zoo.runtime.openvino_backend import LAYOUT_NODE_TYPES
-from e3d_zoo.spec import load_arch
+from e3d_zoo.zoo import ZOO_MODELS, spec_for
 
 needs_openvino = pytest.mark.skipif("openvino" not in available_backends(),
                                     reason="OpenVINO is not installed")
@@ -62,19 +62,30 @@ def test_kernel_statistic_needs_a_backend_with_layer_counters():
 
 
 def test_predictor_sums_kernel_entries_without_subtracting_a_call(tiny_spec):
-    from e3d_zoo.latency.table import LatencyTable, current_environment
+    from e3d_zoo.latency.table import LatencyTable
 
+    env = {"backend": "openvino", "runtime_version": "x", "threads": 1, "cpu": "c",
+           "machine": "m", "precision": "f32"}
+    overhead = {"median_ms": 0.3, "min_ms": 0.2, "cpu_ms": 0.3}
+    by = {st: _uncalibrated(st, overhead) for st in ("kernel", "median")}
+    t = LatencyTable(environment=env, settings={"statistic": "kernel", "clip": [4, 32]},
+                     calibration={**by["kernel"], "by_statistic": by})
     keys = layer_keys(tiny_spec, 4, 32, 10)
-    t = LatencyTable(environment=current_environment("openvino", 1),
-                     settings={"statistic": "kernel", "clip": [4, 32]},
-                     calibration={"call_overhead_ms": 0.0, "call_ms": 0.25, "scale": 0.9,
-                                  "offset_ms": 0.25})
     for i, k in enumerate(dict.fromkeys(keys)):
-        t.add(k, 0.1 * (i + 1), median_ms=0.1 * (i + 1) + 0.4)
-    pred = LatencyPredictor(t, missing="error", num_classes=10)
+        t.add(k, 0.1 * (i + 1), kernel_ms=0.1 * (i + 1), median_ms=0.1 * (i + 1) + 0.4)
+    kernel = LatencyPredictor(t, missing="error", num_classes=10)
     raw = sum(t.entries[k]["ms"] for k in keys)
-    assert pred.raw_sum_ms(tiny_spec, 4, 32) == pytest.approx(raw)
-    assert pred.predict_ms(tiny_spec, 4, 32) == pytest.approx(0.25 + 0.9 * raw)
+    # kernel sums: nothing subtracted per unit, the network's one call (wall clock) added
+    assert kernel.raw_sum_ms(tiny_spec, 4, 32) == pytest.approx(raw)
+    assert kernel.predict_ms(tiny_spec, 4, 32) == pytest.approx(0.3 + raw)
+    # the wall-clock entries of the same table: each unit's call cost comes off
+    median = LatencyPredictor(t, missing="error", num_classes=10, statistic="median")
+    wall = sum(t.entries[k]["median_ms"] - 0.3 for k in keys)
+    assert median.predict_ms(tiny_spec, 4, 32) == pytest.approx(0.3 + wall)
+    # a table timed without counters cannot predict from kernel sums
+    t.settings["statistic"] = "median"
+    with pytest.raises(LatencyTableError, match="per-layer counters"):
+        LatencyPredictor(t, statistic="kernel")
 
 
 @needs_openvino
@@ -96,8 +107,16 @@ def test_kernel_table_profile_calibrate_validate(tiny_arch_file, tmp_path, capsy
     assert cal["call_overhead_ms"] == 0.0 and cal["offset_ms"] > 0 and cal["scale"] > 0
     assert cal["fitted_on"] == 2 and {"median", "min", "cpu"} <= set(table.calibration["by_statistic"])
     pred = load_predictor(path)
+    assert (pred.offset_ms, pred.scale, pred.call_overhead_ms) == (
+        cal["offset_ms"], cal["scale"], 0.0)
+    # the kernel fit matched the unit sums to the networks' wall-clock medians
     measured = table.calibration["measured"]
-    assert all(m["ms"] == m["median_ms"] for m in measured)  # networks: wall clock
+    cal_specs = [spec_for(n).replace(frames=2, size=96) for n in ZOO_MODELS][:2]
+    assert [m["name"] for m in measured] == [s.name for s in cal_specs]
+    assert cal["call_ms"] == cal["offset_ms"] == table.calibration["by_statistic"]["median"]["call_ms"]
+    ratios = [(m["median_ms"] - cal["offset_ms"]) / pred.raw_sum_ms(s)
+              for s, m in zip(cal_specs, measured)]
+    assert cal["scale"] == pytest.approx(float(np.median(ratios)))
     rc = bench_main(["--validate-predictor", "--table", str(path), "--n", "2", "--seed", "3",
                      "--rounds", "2", "--json"])
     assert rc == 0
@@ -114,5 +133,22 @@ def test_kernel_table_profile_calibrate_validate(tiny_arch_file, tmp_path, capsy
     res = json.loads(capsys.readouterr().out)
     assert res["protocol"] == "same-session" and res["statistic"] == "kernel"
     assert path.read_bytes() == before
-    spec = load_arch(tiny_arch_file).replace(frames=2, size=96)
-    assert pred.predict_ms(spec) == pytest.approx(cal["offset_ms"] + cal["scale"] * pred.raw_sum_ms(spec))
+
+
+@needs_openvino
+def test_measure_mode_on_a_kernel_table_profiles_with_counters(tmp_path):
+    from e3d_zoo.latency.profile import profile_keys
+    from e3d_zoo.latency.table import LatencyTable
+
+    table = LatencyTable.new("openvino", 1, statistic="kernel")
+    with Loader("openvino", 1, kernel=True) as loader:
+        profile_keys(table, [UNIT], loader, path=tmp_path / "k.json", rounds=1, progress=False)
+    table.path = tmp_path / "k.json"
+    other = UNIT._replace(cout=8, stride=1)
+    pred = LatencyPredictor(table, missing="measure")  # builds its own loader
+    ms, how = pred.unit_ms(other)
+    entry = table.entries[other]
+    assert how == "measured" and entry["ms"] == entry["kernel_ms"] > 0
+    assert ms == pytest.approx(pred._entry_ms(other)) and ms > 0  # drift-reference rescaled
+    assert load_table(tmp_path / "k.json").entries[other]["kernel_ms"] == entry["kernel_ms"]
+    pred.loader.close()
