@@ -15,6 +15,9 @@ Handled on the way in:
 * ``start_time``: seeks to the keyframe before it and decodes forward (no full scan);
 * stream URLs (``rtsp://``, ``http://`` ...) with open/read timeouts; a dropped live
   stream is reconnected by :class:`StreamReader` a bounded number of times;
+* pushed RTSP (the reader listens, a camera or encoder publishes to it):
+  ``options={"rtsp_flags": "listen"}``; the wait for the publisher is bounded by
+  ``timeout`` through FFmpeg's ``listen_timeout``;
 * capture devices: pass ``format="v4l2"`` (Linux) / ``"avfoundation"`` / ``"dshow"``
   with the device name as the source (written to FFmpeg's documented device
   demuxers; not exercised here - no camera on the build machines).
@@ -137,10 +140,17 @@ class VideoReader:
 
     def _open(self) -> None:
         av = _av()
+        options = dict(self._options or {})
+        timeout = (self._timeout, self._timeout) if self._is_stream else None
+        if "listen" in str(options.get("rtsp_flags", "")):
+            # Receiving a pushed RTSP stream: PyAV's timeout (an interrupt callback) never lets
+            # FFmpeg's listening socket accept the publisher (the open hangs), so the wait is
+            # bounded by FFmpeg's own listen_timeout (seconds) instead.
+            options.setdefault("listen_timeout", str(max(1, int(round(self._timeout)))))
+            timeout = None
         try:
             self._container = av.open(self.source, mode="r", format=self._format,
-                                      options=self._options or {},
-                                      timeout=(self._timeout, self._timeout) if self._is_stream else None)
+                                      options=options, timeout=timeout)
         except av.error.FFmpegError as exc:
             what = "cannot connect to stream" if self._is_stream else "cannot open as a video"
             raise VideoError(f"{self.source}: {what}: {_describe_av_error(exc)}") from exc
@@ -213,13 +223,7 @@ class VideoReader:
         index = 0
         last_time = -np.inf
         try:
-            for frame in self._container.decode(st):
-                self.frames_decoded += 1
-                if frame.pts is None:
-                    t = last_time + (1.0 / self.info.fps if self.info.fps else 0.0)
-                    t = max(t, 0.0)
-                else:
-                    t = frame.pts * tb - t_origin
+            for frame, t in self._timed(self._container.decode(st), tb, t_origin):
                 if start_time is not None and t < start_time - 1e-6:
                     continue
                 last_time = t
@@ -234,6 +238,48 @@ class VideoReader:
             what = "stream read failed" if self._is_stream else "decoding failed (corrupt or truncated?)"
             raise VideoError(f"{self.source}: {what} after {index} frames: "
                              f"{_describe_av_error(exc)}") from exc
+
+    def _timed(self, decoded: Iterator[Any], tb: float, t_origin: float,
+               max_untimed: int = 8) -> Iterator[Tuple[Any, float]]:
+        """(frame, seconds since the start) in decoding order.
+
+        A frame without a timestamp after a timed one follows it by its duration (or
+        1/fps). Live RTSP/RTP streams often deliver their first frame(s) with no timestamp:
+        those wait (at most ``max_untimed`` frames) for the first timed frame and are placed
+        before it, one frame duration apart, so times stay strictly increasing; a live
+        stream's times then start at 0 at its first frame.
+        """
+        fps_step = 1.0 / self.info.fps if self.info.fps else 0.0
+        last: Optional[float] = None
+        waiting: List[Any] = []
+        origin = t_origin
+        for frame in decoded:
+            self.frames_decoded += 1
+            step = float(frame.duration * tb) if frame.duration else fps_step
+            if frame.pts is None:
+                if last is not None:
+                    last += step
+                    yield frame, last
+                elif len(waiting) < max_untimed:
+                    waiting.append(frame)
+                else:  # nothing timed yet after several frames: count from 0
+                    for k, early in enumerate(waiting):
+                        yield early, k * step
+                    last = len(waiting) * step
+                    waiting = []
+                    yield frame, last
+                continue
+            raw = frame.pts * tb
+            if last is None and self._is_stream:
+                origin = raw - len(waiting) * step
+            t = raw - origin
+            for k, early in enumerate(waiting):
+                yield early, t - (len(waiting) - k) * step
+            waiting = []
+            last = t
+            yield frame, t
+        for k, early in enumerate(waiting):  # a stream that never said when
+            yield early, k * fps_step
 
     def _to_rgb(self, frame: Any) -> np.ndarray:
         image = frame.to_ndarray(format="rgb24")

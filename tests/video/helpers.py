@@ -90,3 +90,68 @@ def make_tiny_spec(**kwargs):
     from tiny_arch import make_tiny_spec as _make
 
     return _make(**kwargs)
+
+
+class RTSPPublisher:
+    """A real RTSP session on 127.0.0.1: FFmpeg's RTSP muxer (through PyAV) publishes H.264
+    frames to a reader that listens (FFmpeg's RTSP demuxer with ``rtsp_flags=listen``), so
+    the reader side runs FFmpeg's RTSP client protocol stack (DESCRIBE/SETUP/RTP over TCP)
+    as a camera stream would, without an external server. The publisher retries its
+    connection for up to ``connect_timeout`` seconds while the reader starts listening.
+    """
+
+    #: what the reading side passes to FFmpeg (VideoReader(options=...), --input-option)
+    READER_OPTIONS = {"rtsp_flags": "listen", "rtsp_transport": "tcp"}
+
+    def __init__(self, frames, fps: int = 30, connect_timeout: float = 10.0):
+        import av
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.url = f"rtsp://127.0.0.1:{self.port}/live"
+        self.frames = list(frames)
+        self.error: Optional[BaseException] = None
+
+        def publish() -> None:
+            import time
+
+            h, w = self.frames[0].shape[:2]
+            deadline = time.monotonic() + connect_timeout
+            while True:
+                # the RTSP muxer connects when it writes its header, not at open
+                out = av.open(self.url, mode="w", format="rtsp", options={"rtsp_transport": "tcp"})
+                st = out.add_stream("libx264", rate=fps)
+                st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+                st.options = {"preset": "ultrafast", "tune": "zerolatency"}
+                try:
+                    out.start_encoding()
+                    break
+                except av.error.FFmpegError as exc:
+                    out.close()
+                    if time.monotonic() > deadline:
+                        self.error = exc
+                        return
+                    time.sleep(0.05)
+            try:
+                for i, img in enumerate(self.frames):
+                    frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                    frame.pts = i
+                    for packet in st.encode(frame):
+                        out.mux(packet)
+                    time.sleep(0.5 / fps)  # roughly live pace: a live source does not burst
+                for packet in st.encode():
+                    out.mux(packet)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                self.error = exc
+            finally:
+                out.close()
+
+        self.thread = threading.Thread(target=publish, daemon=True, name="rtsp-publisher")
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join(timeout=30)
+        if self.error is not None:
+            raise self.error

@@ -11,7 +11,7 @@ from e3d_zoo.cli.infer import main
 from e3d_zoo.video.decode import VideoReader
 from e3d_zoo.video.writers import encode_video
 
-from .helpers import FileServer, faststart_mp4, make_tiny_spec, moving_bar
+from .helpers import FileServer, RTSPPublisher, faststart_mp4, make_tiny_spec, moving_bar
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +145,20 @@ def test_exported_backend_from_the_cli_uses_the_artifact_cache(arch, tmp_path, m
     assert main([str(src), "--artifact", str(cached[0]), "--threads", "1", "--clips", "1", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["records"][0]["top"][0]["score"] == pytest.approx(out["records"][0]["top"][0]["score"], abs=1e-5)
+
+
+def test_live_rtsp_stream_in_stream_mode(arch, capsys):
+    """e3d-infer on a real RTSP session (FFmpeg publisher -> listening reader over loopback),
+    FFmpeg options passed with --input-option as a user would for a pushed camera stream."""
+    pub = RTSPPublisher(moving_bar(45, 32, 32), fps=30)
+    opts = [f"--input-option={k}={v}" for k, v in RTSPPublisher.READER_OPTIONS.items()]
+    rc = main([pub.url, "--model", arch, "--random-weights", "--num-classes", "3", "--threads", "1",
+               "--hop", "0.25", "--timeout", "10", "--max-reconnects", "0", *opts, "--json"])
+    pub.join()
+    assert rc == 0
+    wins = json.loads(capsys.readouterr().out)["records"]
+    ends = [w["end_time"] for w in wins]
+    # 45 frames at 30 fps, stride 2, windows of 4 sampled frames, hop 0.25 s: a window ends
+    # every ~4 sampled frames from the 4th on
+    assert len(wins) >= 4 and ends == sorted(ends) and all(w["source"] == pub.url for w in wins)
+    assert all(len(w["top"]) == 3 for w in wins)

@@ -8,7 +8,8 @@ from e3d_zoo.errors import VideoError
 from e3d_zoo.video.decode import StreamReader, VideoReader, expand_inputs
 from e3d_zoo.video.writers import encode_video
 
-from .helpers import FileServer, faststart_mp4, frame_number, moving_bar, numbered_frames
+from .helpers import (FileServer, RTSPPublisher, faststart_mp4, frame_number, moving_bar,
+                      numbered_frames)
 
 
 def test_rotation_metadata_gives_upright_frames(tmp_path):
@@ -200,3 +201,43 @@ def test_seeking_reads_the_same_frames_while_decoding_fewer(tmp_path):
     assert np.array_equal(seq, sk) and np.allclose(t_seq, t_sk)
     assert [frame_number(f) for f in sk] == [i % 12 for i in want]
     assert seeking <= 15 < sequential
+
+
+def test_rtsp_stream_reads_every_frame_in_order():
+    """A real RTSP session over loopback (see RTSPPublisher): every frame arrives, in order,
+    with increasing timestamps, through the same reader a camera URL goes through."""
+    pub = RTSPPublisher(numbered_frames(30, 32, 32), fps=30)
+    with StreamReader(pub.url, timeout=10, max_reconnects=0,
+                      options=RTSPPublisher.READER_OPTIONS) as r:
+        assert r.info.is_stream and r.info.codec == "h264"
+        frames = list(r.frames())
+    pub.join()
+    assert [frame_number(f.image) for f in frames] == [i % 12 for i in range(30)]
+    assert np.all(np.diff([f.time for f in frames]) > 0)
+
+
+def test_frames_without_timestamps_get_increasing_times():
+    """Live RTP streams can deliver their first frames without a pts: they are placed one
+    frame before the first timed one (stream times then start at 0); later untimed frames
+    follow the previous one by their duration."""
+    from types import SimpleNamespace
+
+    from e3d_zoo.video.decode import VideoInfo, VideoReader
+
+    def reader(is_stream: bool) -> VideoReader:
+        r = VideoReader.__new__(VideoReader)
+        r._is_stream, r.frames_decoded = is_stream, 0
+        r.info = VideoInfo("x", 8, 8, 30.0, None, None, 0, "h264", "yuv420p", is_stream)
+        return r
+
+    tb = 1 / 90000
+    frames = [SimpleNamespace(pts=p, duration=3000) for p in (None, None, -870, 2130, None, 8130)]
+    times = [t for _, t in reader(True)._timed(iter(frames), tb, t_origin=-780 * tb)]
+    assert times == pytest.approx([0.0, 1 / 30, 2 / 30, 3 / 30, 4 / 30, 5 / 30])
+    # a file keeps its container's origin
+    times = [t for _, t in reader(False)._timed(iter(frames[2:]), tb, t_origin=-870 * tb)]
+    assert times == pytest.approx([0.0, 1 / 30, 2 / 30, 3 / 30])
+    # never a timestamp at all: counted from 0 at the frame rate
+    untimed = [SimpleNamespace(pts=None, duration=None) for _ in range(12)]
+    times = [t for _, t in reader(True)._timed(iter(untimed), tb, t_origin=0.0)]
+    assert times == pytest.approx([i / 30 for i in range(12)])
