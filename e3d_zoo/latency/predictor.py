@@ -93,6 +93,12 @@ class LatencyPredictor:
         #: the drift reference's median over all measuring sessions of the table: the
         #: time base every entry is rescaled to (None: entries are used as measured)
         self.nominal_ref_ms: Optional[float] = float(np.median(refs)) if refs else None
+        # whole networks are measured in wall clock (kernel sums too predict wall clock), so
+        # their drift is the reference's wall-clock ratio
+        self._net_ref_field = "median_ms" if self.statistic == "kernel" else self._ref_field
+        net_refs = [e["ref"][self._net_ref_field] for e in table.entries.values()
+                    if isinstance(e.get("ref"), dict) and e["ref"].get(self._net_ref_field)]
+        self._nominal_net_ref_ms = float(np.median(net_refs)) if net_refs else None
         self._unit: Dict[LayerKey, Tuple[float, str]] = {}
         self._block: Dict[tuple, Tuple[float, int, int]] = {}
         self._fits: Dict[tuple, Optional[np.ndarray]] = {}
@@ -137,8 +143,9 @@ class LatencyPredictor:
         small reference unit runs with a cold cache, so in such sessions its ratio
         measures cache context as much as load (it made the validation worse, not better).
         """
-        if self.nominal_ref_ms and session_ref and session_ref.get(self._ref_field):
-            return measured_ms * self.nominal_ref_ms / float(session_ref[self._ref_field])
+        field = self._net_ref_field
+        if self._nominal_net_ref_ms and session_ref and session_ref.get(field):
+            return measured_ms * self._nominal_net_ref_ms / float(session_ref[field])
         return measured_ms
 
     def _measure(self, key: LayerKey) -> None:

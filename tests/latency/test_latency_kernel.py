@@ -82,6 +82,12 @@ def test_predictor_sums_kernel_entries_without_subtracting_a_call(tiny_spec):
     median = LatencyPredictor(t, missing="error", num_classes=10, statistic="median")
     wall = sum(t.entries[k]["median_ms"] - 0.3 for k in keys)
     assert median.predict_ms(tiny_spec, 4, 32) == pytest.approx(0.3 + wall)
+    # drift diagnostic: a network (wall clock) is rescaled by the reference's wall-clock ratio
+    for e in t.entries.values():
+        e["ref"] = {"kernel_ms": 1.0, "median_ms": 2.0}
+    rescaled = LatencyPredictor(t, missing="error").to_time_base(10.0, {"kernel_ms": 1.0,
+                                                                        "median_ms": 2.5})
+    assert rescaled == pytest.approx(10.0 * 2.0 / 2.5)
     # a table timed without counters cannot predict from kernel sums
     t.settings["statistic"] = "median"
     with pytest.raises(LatencyTableError, match="per-layer counters"):
