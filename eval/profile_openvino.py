@@ -76,6 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     import e3d_zoo
+    from e3d_eval.bench_export import sgemm_runner
     from e3d_export import export_onnx, export_openvino, randomize_statistics
     from e3d_zoo.atomic import atomic_write_text
 
@@ -94,18 +95,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         "INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True})
     request = compiled.create_infer_request()
     x = np.random.default_rng(0).standard_normal((1, 3, T, R, R), dtype=np.float32)
-    a, b = torch.randn(args.sgemm_n, args.sgemm_n), torch.randn(args.sgemm_n, args.sgemm_n)
-    c = torch.empty_like(a)
+    gemm = sgemm_runner(args.sgemm_n)  # the roofline's sgemm, as bench_export times it
     for _ in range(3):
         request.infer({0: x})
-        torch.mm(a, b, out=c)
+        gemm()
     per_class: Dict[str, List[float]] = defaultdict(list)
     wall, sgemm = [], []
     # sgemm first in each round: torch's OpenMP workers spin after a call, which would
     # steal the cores from whatever ran right after them
     for _ in range(args.runs):
         t0 = time.perf_counter()
-        torch.mm(a, b, out=c)
+        gemm()
         sgemm.append(time.perf_counter() - t0)
         time.sleep(0.05)
         t0 = time.perf_counter()
