@@ -8,8 +8,9 @@ which is the expensive half of decoding at clip-sampling strides.
 
 Handled on the way in:
 
-* rotation metadata (display matrix): images come out upright
-  (``VideoFrame.rotation`` is counter-clockwise degrees; mirror flags are ignored);
+* orientation metadata (the display matrix: a rotation by a multiple of 90 degrees,
+  optionally mirrored - all eight EXIF orientations): images come out as a player
+  shows them, by the same rules as the ``ffmpeg`` command line's autorotate;
 * any pixel format, including grayscale and odd sizes: swscale converts to rgb24;
 * variable frame rate: times are the real presentation times, not ``index / fps``;
 * ``start_time``: seeks to the keyframe before it and decodes forward (no full scan);
@@ -19,8 +20,10 @@ Handled on the way in:
   ``options={"rtsp_flags": "listen"}``; the wait for the publisher is bounded by
   ``timeout`` through FFmpeg's ``listen_timeout``;
 * capture devices: pass ``format="v4l2"`` (Linux) / ``"avfoundation"`` / ``"dshow"``
-  with the device name as the source (written to FFmpeg's documented device
-  demuxers; not exercised here - no camera on the build machines).
+  with the device name as the source. The device path is tested with libavdevice's
+  ``lavfi`` virtual device (``format="lavfi"``, source ``"testsrc2=size=320x240:rate=30"``);
+  a real camera is not (none on the build machines). An unknown format or a missing
+  device is a :class:`VideoError` naming both.
 
 Every failure becomes :class:`~e3d_zoo.errors.VideoError` naming the input.
 """
@@ -84,6 +87,7 @@ class VideoInfo:
     codec: str
     pix_fmt: Optional[str]
     is_stream: bool
+    mirrored: bool = False  # mirrored left-right after the rotation (display-matrix flip)
 
     def to_dict(self) -> Dict[str, Any]:
         return dict(self.__dict__)
@@ -97,9 +101,56 @@ class Frame:
     image: Optional[np.ndarray] = None  # (H, W, 3) uint8 RGB, upright; None if not requested
 
 
-def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
-    k = (int(round(rotation / 90.0))) % 4
-    return np.ascontiguousarray(np.rot90(image, k)) if k else image
+@dataclass(frozen=True)
+class Orientation:
+    """How stored pixels become displayed ones: rotate ``rotation`` degrees counter-clockwise
+    (a multiple of 90), then mirror left-right if ``mirrored`` (a vertical flip is rotation
+    180 + mirror). Read from a frame's display matrix."""
+
+    rotation: int = 0
+    mirrored: bool = False
+
+    @classmethod
+    def of_frame(cls, frame: Any) -> "Orientation":
+        matrix = None
+        for data in frame.side_data:
+            if data.type.name == "DISPLAYMATRIX":
+                matrix = np.frombuffer(bytes(data), dtype="<i4").astype(np.float64)
+                break
+        if matrix is None:
+            return cls()
+        return cls.from_display_matrix(matrix)
+
+    @classmethod
+    def from_display_matrix(cls, matrix: Sequence[float]) -> "Orientation":
+        """FFmpeg's 3x3 display matrix (row-major, 16.16 fixed point in its first two columns).
+
+        A negative determinant of the 2x2 part is a mirror. FFmpeg's ``av_display_matrix_flip``
+        mirrors by negating the first column, applied after the rotation, so negating it
+        again leaves the rotation, read as ``av_display_rotation_get`` does
+        (``VideoFrame.rotation``: ``-atan2(m[1], m[0])``, counter-clockwise degrees).
+        """
+        a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
+        mirrored = a * d - b * c < 0
+        if mirrored:
+            a, c = -a, -c
+        if a == 0 and b == 0:
+            return cls()
+        degrees = -np.degrees(np.arctan2(b, a))
+        return cls(rotation=int(round(degrees / 90.0)) % 4 * 90, mirrored=bool(mirrored))
+
+    @property
+    def swaps_axes(self) -> bool:
+        return self.rotation % 180 != 0
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        k = self.rotation // 90
+        if k == 0 and not self.mirrored:
+            return image
+        out = np.rot90(image, k) if k else image
+        if self.mirrored:
+            out = out[:, ::-1]
+        return np.ascontiguousarray(out)
 
 
 def _describe_av_error(exc: BaseException) -> str:
@@ -127,16 +178,15 @@ class VideoReader:
         self.frames_decoded = 0  # every frame the decoder produced, converted or not
         self._started = False
         self._open()
-        rotation = 0
+        orientation = Orientation()
         if not self._is_stream:
-            # Rotation lives in per-frame side data (PyAV exposes no stream getter), and
+            # Orientation lives in per-frame side data (PyAV exposes no stream getter), and
             # decoding one frame up front also turns zero-length and undecodable files
             # into an error at open time rather than half-way through a batch.
-            first = self._peek_first_frame()
-            rotation = int(first.rotation or 0)
+            orientation = Orientation.of_frame(self._peek_first_frame())
             self._container.close()
             self._open()
-        self.info = self._probe(rotation)
+        self.info = self._probe(orientation)
 
     def _open(self) -> None:
         av = _av()
@@ -148,11 +198,23 @@ class VideoReader:
             # bounded by FFmpeg's own listen_timeout (seconds) instead.
             options.setdefault("listen_timeout", str(max(1, int(round(self._timeout)))))
             timeout = None
+        # FFmpeg lists aliases together ("video4linux2,v4l2")
+        known = {name for entry in av.formats_available for name in entry.split(",")}
+        if self._format is not None and self._format not in known:
+            devices = sorted(f for f in ("v4l2", "lavfi", "x11grab", "kmsgrab", "fbdev", "avfoundation",
+                                         "dshow", "gdigrab") if f in known)
+            raise VideoError(f"{self.source}: unknown input format {self._format!r}; this FFmpeg "
+                             f"has capture devices: {', '.join(devices) or 'none'}")
         try:
             self._container = av.open(self.source, mode="r", format=self._format,
                                       options=options, timeout=timeout)
         except av.error.FFmpegError as exc:
-            what = "cannot connect to stream" if self._is_stream else "cannot open as a video"
+            if is_stream_url(self.source):
+                what = "cannot connect to stream"
+            elif self._format is not None:
+                what = f"cannot open as a {self._format} input (capture device or source)"
+            else:
+                what = "cannot open as a video"
             raise VideoError(f"{self.source}: {what}: {_describe_av_error(exc)}") from exc
         except OSError as exc:
             raise VideoError(f"{self.source}: cannot open: {exc}") from exc
@@ -177,7 +239,7 @@ class VideoReader:
         self._container.close()
         raise VideoError(f"{self.source}: zero-length video (the video stream has no frames)")
 
-    def _probe(self, rotation: int) -> VideoInfo:
+    def _probe(self, orientation: "Orientation") -> VideoInfo:
         st = self._stream
         cc = st.codec_context
         rate = st.average_rate or st.guessed_rate or st.base_rate
@@ -189,10 +251,11 @@ class VideoReader:
             duration = self._container.duration / 1_000_000.0
         frames = int(st.frames) if st.frames else None
         w, h = int(cc.width or 0), int(cc.height or 0)
-        if rotation % 180:
+        if orientation.swaps_axes:
             w, h = h, w
         return VideoInfo(source=self.source, width=w, height=h, fps=fps, duration=duration,
-                         num_frames=frames, rotation=rotation, codec=cc.name or "?",
+                         num_frames=frames, rotation=orientation.rotation,
+                         mirrored=orientation.mirrored, codec=cc.name or "?",
                          pix_fmt=cc.pix_fmt, is_stream=self._is_stream)
 
     # ---- reading ---------------------------------------------------------------
@@ -282,8 +345,7 @@ class VideoReader:
             yield early, k * fps_step
 
     def _to_rgb(self, frame: Any) -> np.ndarray:
-        image = frame.to_ndarray(format="rgb24")
-        return _rotate(image, int(frame.rotation or 0))
+        return Orientation.of_frame(frame).apply(frame.to_ndarray(format="rgb24"))
 
     def read(self, indices: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Frames at ``indices`` (repeats allowed) as ``(len, H, W, 3)`` uint8 plus their times.

@@ -362,6 +362,7 @@ class VideoClassifier:
                "frames_decoded": views["frames_decoded"],
                "duration": info.duration, "fps": info.fps, "width": info.width,
                "height": info.height, "rotation": info.rotation,
+               "mirrored": info.mirrored,
                "timing": {"decode_s": views["decode_s"], "preprocess_s": views["preprocess_s"],
                           "infer_s": infer_s}}
         if return_probs:

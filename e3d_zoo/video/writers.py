@@ -28,13 +28,16 @@ def _av():
 def encode_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 30.0, *,
                  times: Optional[Sequence[float]] = None, codec: str = "libx264",
                  pix_fmt: Optional[str] = None, rotation: Optional[int] = None,
+                 hflip: bool = False, vflip: bool = False,
                  options: Optional[Dict[str, str]] = None,
                  container_options: Optional[Dict[str, str]] = None) -> Path:
     """Encode RGB ``(H, W, 3)`` or grayscale ``(H, W)`` uint8 frames to a video file.
 
     ``times`` (seconds, increasing) gives each frame its own presentation time, which
     makes a variable-frame-rate file; otherwise frames are ``1/fps`` apart.
-    ``rotation`` (counter-clockwise degrees) is stored as display-matrix metadata.
+    ``rotation`` (counter-clockwise degrees) and ``hflip`` / ``vflip`` (mirrors applied after
+    the rotation) are stored as display-matrix metadata; a player shows the frames
+    transformed that way.
     ``options`` go to the encoder (e.g. ``{"crf": "28"}``), ``container_options`` to the
     muxer (e.g. ``{"movflags": "faststart"}`` for MP4 that streams over HTTP).
     ``pix_fmt`` defaults to ``gray`` for 2-D frames, ``yuv444p`` for odd sizes (4:2:0
@@ -62,8 +65,8 @@ def encode_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: flo
             stream.codec_context.time_base = time_base
             if options:
                 stream.options = dict(options)
-            if rotation:
-                stream.set_display_rotation(int(rotation))
+            if rotation or hflip or vflip:
+                stream.set_display_rotation(int(rotation or 0), hflip=bool(hflip), vflip=bool(vflip))
 
             def frames_all() -> Iterator[np.ndarray]:
                 yield first

@@ -162,3 +162,18 @@ def test_live_rtsp_stream_in_stream_mode(arch, capsys):
     # every ~4 sampled frames from the 4th on
     assert len(wins) >= 4 and ends == sorted(ends) and all(w["source"] == pub.url for w in wins)
     assert all(len(w["top"]) == 3 for w in wins)
+
+
+def test_capture_device_in_stream_mode_and_a_missing_one(arch, capsys):
+    """--format selects FFmpeg's device layer; lavfi's test source plays the camera."""
+    rc = main(["testsrc2=size=48x32:rate=30:duration=1.5", "--format", "lavfi", "--model", arch,
+               "--random-weights", "--num-classes", "3", "--threads", "1", "--hop", "0.25", "--json"])
+    assert rc == 0
+    wins = json.loads(capsys.readouterr().out)["records"]
+    # 45 frames, stride 2: windows of 4 sampled frames end at 0.2 s, then every 0.25 s
+    assert len(wins) >= 4 and all(w["kind"] == "window" for w in wins)
+    assert [w["end_time"] for w in wins] == sorted(w["end_time"] for w in wins)
+    rc = main(["/dev/video9", "--format", "v4l2", "--model", arch, "--random-weights",
+               "--max-reconnects", "0"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "/dev/video9: cannot open as a v4l2 input" in err and "Traceback" not in err

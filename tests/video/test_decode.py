@@ -26,6 +26,59 @@ def test_rotation_metadata_gives_upright_frames(tmp_path):
     assert frames[0, -16:].mean() > 200 and frames[0, :-16].mean() < 30
 
 
+def _ffmpeg_cli_autorotate(image, matrix):
+    """What the ``ffmpeg`` command line shows for a display matrix (fftools/ffmpeg_filter.c,
+    FFmpeg 7: theta = -round(av_display_rotation_get), then transpose / hflip / vflip by
+    the matrix's signs), written out independently of the reader's decomposition."""
+    m = [v / 65536.0 for v in matrix]
+    theta = -round(float(np.degrees(np.arctan2(m[1], m[0]))) * -1)
+    theta -= 360 * np.floor(theta / 360 + 0.9 / 360)
+    transpose = {  # FFmpeg's transpose filter directions
+        "clock": lambda a: np.rot90(a, -1), "cclock": lambda a: np.rot90(a, 1),
+        "cclock_flip": lambda a: np.rot90(a, 1)[::-1], "clock_flip": lambda a: np.rot90(a, -1)[::-1]}
+    if abs(theta - 90) < 1:
+        return transpose["cclock_flip" if m[3] > 0 else "clock"](image)
+    if abs(theta - 180) < 1:
+        out = image[:, ::-1] if m[0] < 0 else image
+        return out[::-1] if m[4] < 0 else out
+    if abs(theta - 270) < 1:
+        return transpose["clock_flip" if m[3] < 0 else "cclock"](image)
+    return image[::-1] if m[4] < 0 else image
+
+
+@pytest.mark.parametrize("rotation,hflip,vflip", [
+    (0, False, False), (90, False, False), (180, False, False), (270, False, False),
+    (0, True, False), (90, True, False), (180, True, False), (270, True, False),
+    (0, False, True), (90, False, True)])
+def test_every_orientation_is_shown_as_ffmpeg_shows_it(tmp_path, rotation, hflip, vflip):
+    import av
+
+    # quadrants of distinct colours make all eight orientations distinguishable
+    img = np.zeros((32, 48, 3), np.uint8)
+    img[:16, :24] = (250, 0, 0)
+    img[:16, 24:] = (0, 250, 0)
+    img[16:, :24] = (0, 0, 250)
+    img[16:, 24:] = (250, 250, 250)
+    path = encode_video(tmp_path / "o.mp4", [img] * 2, fps=10, rotation=rotation, hflip=hflip,
+                        vflip=vflip)
+    with av.open(str(path)) as c:  # the matrix as FFmpeg hands it to a player
+        frame = next(c.decode(video=0))
+        sd = [d for d in frame.side_data if d.type.name == "DISPLAYMATRIX"]
+        matrix = np.frombuffer(bytes(sd[0]), "<i4") if sd else np.array([65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30])
+        stored = frame.to_ndarray(format="rgb24")
+    expected = _ffmpeg_cli_autorotate(stored, matrix)
+    # and what PyAV's writer documents: rotate counter-clockwise, then mirror
+    by_doc = np.rot90(img, rotation // 90)
+    by_doc = by_doc[:, ::-1] if hflip else by_doc
+    by_doc = by_doc[::-1] if vflip else by_doc
+    assert np.abs(expected.astype(int) - by_doc).mean() < 5  # 4:2:0 chroma blurs the edges only
+    with VideoReader(path) as r:
+        frames, _ = r.read()
+        assert (r.info.height, r.info.width) == expected.shape[:2]
+        assert r.info.mirrored == (hflip != vflip)
+    assert np.array_equal(frames[0], np.ascontiguousarray(expected))
+
+
 def test_odd_size_and_grayscale_decode_to_rgb(tmp_path):
     odd = encode_video(tmp_path / "odd.mp4", moving_bar(4, 33, 47), fps=10)
     with VideoReader(odd) as r:
@@ -241,3 +294,26 @@ def test_frames_without_timestamps_get_increasing_times():
     untimed = [SimpleNamespace(pts=None, duration=None) for _ in range(12)]
     times = [t for _, t in reader(True)._timed(iter(untimed), tb, t_origin=0.0)]
     assert times == pytest.approx([i / 30 for i in range(12)])
+
+
+def test_capture_device_path_with_libavdevice_lavfi():
+    """A capture device through FFmpeg's device layer (libavdevice): the ``lavfi`` virtual
+    device stands in for a camera (none on these machines); same ``format=`` path as v4l2."""
+    src = "testsrc2=size=96x64:rate=15:duration=1"
+    with VideoReader(src, format="lavfi") as r:
+        assert r.info.is_stream and (r.info.width, r.info.height) == (96, 64)
+        assert r.info.fps == 15.0 and r.info.duration is None  # live: no length known up front
+        frames = list(r.frames(keep=lambda i, t: i % 2 == 0))
+    assert len(frames) == 15
+    assert np.allclose([f.time for f in frames], np.arange(15) / 15.0)
+    assert all((f.image is not None) == (f.index % 2 == 0) for f in frames)
+    assert frames[0].image.shape == (64, 96, 3) and frames[0].image.std() > 20  # a test pattern
+    with StreamReader(src, format="lavfi", max_reconnects=1) as s:
+        assert len(list(s.frames())) == 15 and s.reconnects == 0  # a clean end is not a drop
+
+
+def test_missing_device_and_unknown_format_are_named():
+    with pytest.raises(VideoError, match=r"/dev/video9: cannot open as a v4l2 input"):
+        VideoReader("/dev/video9", format="v4l2")
+    with pytest.raises(VideoError, match=r"unknown input format 'webcam'.*lavfi"):
+        VideoReader("0", format="webcam")
