@@ -11,6 +11,14 @@ background thread - and decode, preprocessing and inference seconds are reported
 separately (summed per stage, so with overlap they can add up to more than the wall
 time). Weights are random: they do not change the speed. Figures are medians over
 ``--repeats`` runs; the machine load (``os.getloadavg``) is recorded with them.
+
+Each run also measures the ceiling no backend can pass on this machine: it times sgemm
+(as ``e3d_eval.bench_export`` does) and a decode-only pass on one thread (every frame
+decoded, the sampled ones converted to RGB, as the pipeline must). The model alone at the
+CPU's full sgemm FLOP/s could run at most ``rtf_ceiling_model_at_sgemm_peak`` times real
+time (``video seconds x sgemm FLOP/s / (windows x 2 x MACs per window)``, MACs from the
+spec); sharing the cores with the decoding work, at most ``rtf_ceiling_with_decode``
+(``video seconds / (windows x 2 x MACs / sgemm FLOP/s + decode core-seconds / cores)``).
 """
 from __future__ import annotations
 
@@ -84,9 +92,10 @@ def build_classifier(model: str, backend: str, threads: int, batch: int, cache: 
     return clf, note
 
 
-def run_once(clf, video: Path, hop: float, batch: int) -> Dict[str, float]:
+def run_once(clf, video: Path, hop: float, batch: int, sgemm_n: int = 1024) -> Dict[str, float]:
     """One pipeline pass, then - in the same moment, so under the same machine load -
-    the same number of windows through the backend alone (random clips, same batch)."""
+    the same number of windows through the backend alone (random clips, same batch),
+    then this machine's sgemm rate."""
     timing: Dict[str, float] = {}
     t0 = time.perf_counter()
     n = sum(1 for _ in clf.stream(video, hop=hop, timing=timing, batch_windows=batch))
@@ -97,7 +106,28 @@ def run_once(clf, video: Path, hop: float, batch: int) -> Dict[str, float]:
     for _ in range(-(-n // batch)):
         clf.backend.run(clips)
     infer_only = time.perf_counter() - t1
+    from e3d_eval.bench_export import sgemm_runner
+
+    gemm = sgemm_runner(sgemm_n)
+    gemm()
+    sgemm_s = []
+    for _ in range(5):
+        t2 = time.perf_counter()
+        gemm()
+        sgemm_s.append(time.perf_counter() - t2)
+    # torch's BLAS threads spin after a call; the next timed pass must not pay for it
+    time.sleep(0.3)
+    from e3d_zoo.video.decode import VideoReader
+
+    stride = clf.sampling.frame_stride or 1
+    t3 = time.perf_counter()
+    with VideoReader(video, threads=1) as r:
+        for _ in r.frames(keep=lambda i, t: i % stride == 0):
+            pass
+    decode_1thread = time.perf_counter() - t3
     return {"wall_s": wall, "windows": n, "inference_only_wall_s": infer_only,
+            "decode_only_1thread_s": decode_1thread,
+            "sgemm_gflops": 2 * sgemm_n ** 3 / statistics.median(sgemm_s) / 1e9,
             **{k: timing[k] for k in ("decode_s", "preprocess_s", "infer_s")}}
 
 
@@ -137,6 +167,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     with VideoReader(video) as r:
         info = r.info
+    macs = None
+    if not args.artifact:  # the spec is the one place MACs are counted
+        from e3d_zoo.zoo import spec_for
+
+        T, (h, w) = clf.sampling.num_frames, clf.transform.input_size
+        macs = spec_for(args.model).summary(frames=T, size=h)["macs"] if h == w else None
     run_once(clf, video, args.hop, args.batch)  # warm-up: first-call allocations, page cache
     runs: List[Dict[str, float]] = []
     loads = []
@@ -163,6 +199,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             r["wall_s"] / r["inference_only_wall_s"] for r in runs),
         "rtf_if_inference_only": statistics.median(duration / r["inference_only_wall_s"] for r in runs),
         "stage_share_of_wall": {k: med[k] / med["wall_s"] for k in ("decode_s", "preprocess_s", "infer_s")},
+        "macs_per_window": macs,
+        "sgemm_gflops": med["sgemm_gflops"],
+        "decode_only_1thread_ms_per_video_second": 1000 * med["decode_only_1thread_s"] / duration,
+        # no kernel runs faster than sgemm, and every frame must be decoded: ceilings no
+        # backend or scheduling can pass on this machine
+        "rtf_ceiling_model_at_sgemm_peak": (
+            duration * med["sgemm_gflops"] * 1e9 / (med["windows"] * 2 * macs) if macs else None),
+        "rtf_ceiling_with_decode": (
+            duration / (med["windows"] * 2 * macs / (med["sgemm_gflops"] * 1e9)
+                        + med["decode_only_1thread_s"] / max(args.threads, 1)) if macs else None),
         "load_avg_1min": loads, "cpu_count": os.cpu_count(), "target_rtf": TARGET_RTF,
     }
     result["meets_target"] = result["rtf"] >= TARGET_RTF
@@ -185,6 +231,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"  inference {result['infer_ms_per_window']:.1f} ms/window; same run, backend alone: "
               f"RTF {result['rtf_if_inference_only']:.2f}x, pipeline/backend-alone wall "
               f"{result['pipeline_over_inference_only']:.2f}")
+        if macs:
+            print(f"  ceiling: at this machine's sgemm peak ({result['sgemm_gflops']:.1f} GFLOP/s, "
+                  f"{2 * macs / 1e9:.2f} GFLOP per window) the model alone could reach at most "
+                  f"{result['rtf_ceiling_model_at_sgemm_peak']:.2f}x real time; with the decoding "
+                  f"({result['decode_only_1thread_ms_per_video_second']:.0f} ms per video-second on "
+                  f"one thread) on the same cores, {result['rtf_ceiling_with_decode']:.2f}x")
         print(f"  load avg (1 min) at each run: {', '.join(f'{x:.1f}' for x in loads)} "
               f"on {os.cpu_count()} cores")
     return 0

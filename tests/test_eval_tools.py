@@ -44,3 +44,26 @@ def test_pipeline_benchmark_video_bitrate_cap(tmp_path):
     # the average at most (initial buffer fill 0.9 x 2 s x rate + rate x T) / T
     assert free.stat().st_size > 3 * capped.stat().st_size
     assert 0.1e6 < capped_bps <= (0.9 * 0.4e6 + 0.2e6 * seconds) / seconds * 1.02
+
+
+def test_pipeline_benchmark_reports_the_machine_ceiling(tmp_path, capsys):
+    """The ceilings are what a reader checks the RTF target against: MACs from the spec,
+    sgemm and one-thread decoding measured in the same run."""
+    import json
+
+    from e3d_eval.bench_pipeline import main
+    from tiny_arch import make_tiny_spec
+
+    arch = tmp_path / "tiny.json"
+    spec = make_tiny_spec(frames=4, size=32)
+    spec.save(arch)
+    assert main(["--model", str(arch), "--backend", "onnxruntime", "--threads", "1", "--seconds", "2",
+                 "--repeats", "1", "--hop", "0.25", "--cache", str(tmp_path), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["macs_per_window"] == spec.summary(frames=4, size=32)["macs"]
+    windows, seconds = r["median"]["windows"], r["video"]["seconds"]
+    assert windows >= 4 and r["sgemm_gflops"] > 0 and r["median"]["decode_only_1thread_s"] > 0
+    assert r["rtf_ceiling_model_at_sgemm_peak"] == pytest.approx(
+        seconds * r["sgemm_gflops"] * 1e9 / (windows * 2 * r["macs_per_window"]))
+    # decoding shares the cores, so it can only lower the ceiling
+    assert r["rtf_ceiling_with_decode"] < r["rtf_ceiling_model_at_sgemm_peak"]
