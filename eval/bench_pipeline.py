@@ -77,18 +77,20 @@ def _double(rate: str) -> str:
 
 
 def build_classifier(model: str, backend: str, threads: int, batch: int, cache: Path,
-                     artifact: Optional[str] = None):
+                     artifact: Optional[str] = None, streams: int = 1, decode_threads: int = 0):
     from e3d_zoo.runtime.base import available_backends
     from e3d_zoo.video.pipeline import VideoClassifier
 
+    kw: Dict[str, Any] = {"threads": threads, "batch_size": batch, "decode_threads": decode_threads}
+    if streams != 1:
+        kw["backend_options"] = {"streams": streams}
     if artifact:  # e.g. an INT8 or 2D-lowered export from e3d-export
-        return VideoClassifier.from_artifact(artifact, threads=threads, batch_size=batch), ""
+        return VideoClassifier.from_artifact(artifact, **kw), ""
     note = ""
     if backend not in available_backends():
         note = f"{backend} not available here; fell back to torch"
         backend = "torch"
-    clf = VideoClassifier.from_model(model, backend=backend, threads=threads, batch_size=batch,
-                                     cache_dir=cache)
+    clf = VideoClassifier.from_model(model, backend=backend, cache_dir=cache, **kw)
     return clf, note
 
 
@@ -103,8 +105,9 @@ def run_once(clf, video: Path, hop: float, batch: int, sgemm_n: int = 1024) -> D
     T, (h, w) = clf.sampling.num_frames, clf.transform.input_size
     clips = np.random.default_rng(0).standard_normal((batch, 3, T, h, w)).astype(np.float32)
     t1 = time.perf_counter()
-    for _ in range(-(-n // batch)):
-        clf.backend.run(clips)
+    started = [clf.backend.submit(clips) for _ in range(-(-n // batch))]  # as many in flight as the pipeline
+    for future in started:
+        future.result()
     infer_only = time.perf_counter() - t1
     from e3d_eval.bench_export import sgemm_runner
 
@@ -138,6 +141,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--artifact", default=None,
                    help="benchmark this exported .xml/.onnx instead of exporting --model")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--streams", type=int, default=1,
+                   help="openvino: inference requests in flight, sharing --threads")
+    p.add_argument("--decode-threads", type=int, default=0, help="FFmpeg decoder threads (0: FFmpeg's choice)")
     p.add_argument("--hop", type=float, default=0.5)
     p.add_argument("--seconds", type=float, default=20.0, help="length of the benchmark video")
     p.add_argument("--batch", type=int, default=1, help="windows per inference call")
@@ -161,8 +167,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bitrate = None if args.bitrate.lower() in ("none", "0", "") else args.bitrate
     video = make_video(cache / f"bench_640x360_30fps_{int(args.seconds)}s_{bitrate or 'crf23'}.mp4",
                        args.seconds, bitrate=bitrate)
+    if args.streams != 1 and args.backend != "openvino" and not str(args.artifact or "").endswith(".xml"):
+        p.error("--streams: only the openvino backend runs requests concurrently")
     clf, note = build_classifier(args.model, args.backend, args.threads, args.batch, cache,
-                                 args.artifact)
+                                 args.artifact, streams=args.streams, decode_threads=args.decode_threads)
     from e3d_zoo.video.decode import VideoReader
 
     with VideoReader(video) as r:
@@ -185,7 +193,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "video": {"width": info.width, "height": info.height, "fps": info.fps, "seconds": duration,
                   "bitrate_cap": bitrate, "mbit_per_s": video.stat().st_size * 8 / duration / 1e6},
         "model": args.artifact or args.model, "backend": clf.backend.describe(), "note": note,
-        "threads": args.threads, "hop_s": args.hop, "batch": args.batch, "repeats": args.repeats,
+        "threads": args.threads, "streams": args.streams, "decode_threads": args.decode_threads,
+        "hop_s": args.hop, "batch": args.batch, "repeats": args.repeats,
         "window": {"num_frames": clf.sampling.num_frames, "frame_stride": clf.sampling.frame_stride,
                    "input_size": list(clf.transform.input_size)},
         "median": med,

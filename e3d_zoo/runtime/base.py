@@ -12,6 +12,7 @@ import os
 import statistics
 import time
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -122,6 +123,22 @@ class Backend(ABC):
     @abstractmethod
     def run(self, clips: np.ndarray) -> np.ndarray:
         """Logits for a float32 batch (N, C, T, H, W)."""
+
+    #: how many :meth:`submit` calls can usefully run at once (OpenVINO streams)
+    max_in_flight: int = 1
+
+    def submit(self, clips: np.ndarray) -> "Future[np.ndarray]":
+        """Start :meth:`run` on ``clips``; the future's result is the logits.
+
+        Backends that run requests concurrently (``max_in_flight > 1``) return at once
+        while a request is free; the default runs synchronously and returns a done future.
+        """
+        future: "Future[np.ndarray]" = Future()
+        try:
+            future.set_result(self.run(clips))
+        except BaseException as exc:  # noqa: BLE001 - delivered through the future
+            future.set_exception(exc)
+        return future
 
     def describe(self) -> Dict[str, Any]:
         """Runtime, version, device and threads: recorded with every measurement."""

@@ -14,6 +14,7 @@ which is why latency tables use it (``e3d_zoo.latency``, statistic ``kernel``).
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -38,7 +39,7 @@ class OpenVINOBackend(Backend):
 
     def __init__(self, artifact: Any, *, threads: Optional[int] = None, device: str = "CPU",
                  precision: str = "fp32", hint: str = "LATENCY", profile: bool = False,
-                 **options: Any):
+                 streams: Optional[int] = None, **options: Any):
         ov = _ov()
         super().__init__(artifact, threads=threads, **options)
         path = Path(os.fspath(artifact))
@@ -57,7 +58,13 @@ class OpenVINOBackend(Backend):
                                   "INFERENCE_PRECISION_HINT": _PRECISIONS[precision]}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        if hint == "LATENCY":
+        if streams is not None and (not isinstance(streams, int) or streams < 1):
+            raise BackendError(f"streams: expected an integer >= 1, found {streams!r}")
+        if streams is not None:
+            # concurrent requests, each on its own share of the threads: no barrier between
+            # cores, so a core busy with decoding stalls one request instead of every layer
+            config["NUM_STREAMS"] = int(streams)
+        elif hint == "LATENCY":
             config["NUM_STREAMS"] = 1
         if profile:
             config["PERF_COUNT"] = True
@@ -76,6 +83,9 @@ class OpenVINOBackend(Backend):
                                f"found {len(self.compiled.inputs)}")
         self.input_shape = self.compiled.input(0).get_partial_shape()
         self.request = self.compiled.create_infer_request()
+        self.streams = int(self.compiled.get_property("NUM_STREAMS"))
+        self.max_in_flight = self.streams
+        self._queue = None  # AsyncInferQueue, made on the first submit
         rt_info = self.model.get_rt_info()
         self.metadata: Dict[str, str] = {}
         if rt_info.__contains__("model_info"):
@@ -90,13 +100,38 @@ class OpenVINOBackend(Backend):
             return False, "openvino is not installed (pip install 'e3d-zoo[openvino]')"
         return True, ""
 
-    def run(self, clips: np.ndarray) -> np.ndarray:
+    def _checked(self, clips: np.ndarray) -> np.ndarray:
         clips = np.ascontiguousarray(clips, dtype=np.float32)
         if not self.input_shape.compatible(self._ov.PartialShape(list(clips.shape))):
             raise BackendError(f"{self.path.name}: expected input shaped {self.input_shape}, "
                                f"found {clips.shape}")
-        self.request.infer({0: clips})
+        return clips
+
+    def run(self, clips: np.ndarray) -> np.ndarray:
+        self.request.infer({0: self._checked(clips)})
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    def submit(self, clips: np.ndarray) -> "Future[np.ndarray]":
+        """Asynchronous :meth:`run` on one of ``streams`` infer requests (blocks only while
+        all of them are busy)."""
+        if self.max_in_flight == 1:
+            return super().submit(clips)
+        clips = self._checked(clips)
+        if self._queue is None:
+            self._queue = self._ov.AsyncInferQueue(self.compiled, self.max_in_flight)
+
+            def done(request: Any, future: "Future[np.ndarray]") -> None:
+                try:
+                    future.set_result(np.array(request.get_output_tensor(0).data,
+                                               dtype=np.float32, copy=True))
+                except BaseException as exc:  # noqa: BLE001 - delivered through the future
+                    future.set_exception(exc)
+
+            self._queue.set_callback(done)
+        future: "Future[np.ndarray]" = Future()
+        # the input is copied into the request's tensor before start_async returns
+        self._queue.start_async({0: clips}, future)
+        return future
 
     def layer_times(self) -> List[Dict[str, Any]]:
         """Per executed layer of the last :meth:`run`: name, node and kernel type, ms."""
@@ -113,5 +148,6 @@ class OpenVINOBackend(Backend):
     def describe(self) -> Dict[str, Any]:
         ov = _ov()
         return {"backend": self.name, "runtime_version": ov.get_version(), "device": self.device,
-                "precision": self.precision, "threads": self.threads, "artifact": str(self.path),
+                "precision": self.precision, "threads": self.threads, "streams": self.streams,
+                "artifact": str(self.path),
                 "profile": self.profile}

@@ -24,7 +24,8 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from concurrent.futures import Future
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -275,17 +276,29 @@ class VideoClassifier:
         An artifact exported with a static batch gets exactly that many clips per call
         (the last call padded with zeros, whose outputs are dropped).
         """
+        return self._collect(self._submit(clips))
+
+    def _submit(self, clips: torch.Tensor | np.ndarray) -> List[Tuple[int, "Future[np.ndarray]"]]:
+        """Start inference on ``clips`` in backend-sized batches; ``_collect`` waits.
+
+        With a backend that runs requests concurrently (OpenVINO ``streams``) the batches
+        run in parallel; otherwise each runs as it is submitted.
+        """
         x = clips.numpy() if isinstance(clips, torch.Tensor) else np.asarray(clips, np.float32)
         fixed = self._fixed_batch()
         step = fixed or self.batch_size
-        out = []
+        started = []
         for i in range(0, len(x), step):
             chunk = np.ascontiguousarray(x[i:i + step], dtype=np.float32)
             n = len(chunk)
             if fixed and n < fixed:
                 chunk = np.concatenate([chunk, np.zeros((fixed - n,) + chunk.shape[1:], np.float32)])
-            out.append(softmax(self.backend.run(chunk))[:n])
-        return np.concatenate(out, axis=0)
+            started.append((n, self.backend.submit(chunk)))
+        return started
+
+    @staticmethod
+    def _collect(started: List[Tuple[int, "Future[np.ndarray]"]]) -> np.ndarray:
+        return np.concatenate([softmax(f.result())[:n] for n, f in started], axis=0)
 
     # ---- whole video: multi-view --------------------------------------------------------
     def _video_views(self, source: str, num_clips: int, num_crops: int) -> Dict[str, Any]:
@@ -549,13 +562,35 @@ class VideoClassifier:
             timing.setdefault(key, 0.0)
         ema: Optional[np.ndarray] = None
         pending: List[Dict[str, Any]] = []
+        # batches submitted and not yet emitted, oldest first: with a backend that runs
+        # several requests at once (OpenVINO streams) the next windows start before the
+        # previous one's result is read
+        in_flight: Deque[Tuple[List[Dict[str, Any]], List[Tuple[int, Any]]]] = deque()
+        depth = max(1, int(getattr(self.backend, "max_in_flight", 1)))
 
-        def flush() -> Iterator[Dict[str, Any]]:
+        timing_lock = threading.Lock()  # results complete on the runtime's threads
+
+        def request_time(t0: float) -> Callable[[Any], None]:
+            def record(_: Any) -> None:
+                with timing_lock:
+                    timing["infer_s"] += time.perf_counter() - t0
+            return record
+
+        def flush(drain: bool = False) -> Iterator[Dict[str, Any]]:
+            if pending:
+                t0 = time.perf_counter()
+                started = self._submit(torch.stack([w["clip"] for w in pending]))
+                for _, future in started:
+                    future.add_done_callback(request_time(t0))
+                in_flight.append((list(pending), started))
+                pending.clear()
+            while in_flight and (drain or len(in_flight) >= depth):
+                yield from emit(*in_flight.popleft())
+
+        def emit(batch_windows: List[Dict[str, Any]], started: List[Tuple[int, Any]]) -> Iterator[Dict[str, Any]]:
             nonlocal ema
-            t0 = time.perf_counter()
-            probs = self.predict(torch.stack([w["clip"] for w in pending]))
-            timing["infer_s"] += time.perf_counter() - t0
-            for w, p in zip(pending, probs):
+            probs = self._collect(started)
+            for w, p in zip(batch_windows, probs):
                 ema = p if ema is None or smoothing == 0 else smoothing * ema + (1 - smoothing) * p
                 rec = {"source": source, "kind": "window", "window": w["window"],
                        "start_time": round(w["start_time"], 6), "end_time": round(w["end_time"], 6),
@@ -563,15 +598,13 @@ class VideoClassifier:
                 if return_probs:
                     rec["probs"] = ema.tolist()
                 yield rec
-            pending.clear()
 
         windows = self._windows(source, hop, max_reconnects, start_time, timing, opts)
-        for w in _prefetch(windows, depth=max(2, batch)):
+        for w in _prefetch(windows, depth=max(2, batch * depth)):
             pending.append(w)
             if len(pending) >= batch:
                 yield from flush()
-        if pending:
-            yield from flush()
+        yield from flush(drain=True)
 
 
 def _export_for(module: torch.nn.Module, backend: str, cfg: Mapping[str, Any],

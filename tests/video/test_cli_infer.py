@@ -177,3 +177,25 @@ def test_capture_device_in_stream_mode_and_a_missing_one(arch, capsys):
                "--max-reconnects", "0"])
     err = capsys.readouterr().err
     assert rc == 1 and "/dev/video9: cannot open as a v4l2 input" in err and "Traceback" not in err
+
+
+def test_openvino_streams_and_decode_threads_from_the_cli(arch, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("e3d_export")
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("E3D_CACHE", str(tmp_path / "cache"))
+    src = encode_video(tmp_path / "v.mp4", moving_bar(40, 32, 32), fps=30)
+    base = [str(src), "--model", arch, "--random-weights", "--num-classes", "3", "--mode", "stream",
+            "--hop", "0.25", "--backend", "openvino", "--threads", "2", "--json"]
+    assert main(base) == 0
+    one = json.loads(capsys.readouterr().out)
+    xml = one["backend"]["artifact"]  # the same weights again, from the artifact cache
+    assert main([str(src), "--artifact", xml, "--mode", "stream", "--hop", "0.25", "--threads", "2",
+                 "--streams", "2", "--decode-threads", "1", "--json"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert two["backend"]["streams"] == 2 and one["backend"]["streams"] == 1
+    assert [w["top"][0]["score"] for w in two["records"]] == pytest.approx(
+        [w["top"][0]["score"] for w in one["records"]], abs=1e-5)
+    assert [w["end_time"] for w in two["records"]] == [w["end_time"] for w in one["records"]]
+    assert main([str(src), "--model", arch, "--random-weights", "--streams", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--streams: only the openvino backend" in err and "Traceback" not in err

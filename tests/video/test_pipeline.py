@@ -265,3 +265,39 @@ def test_views_hands_out_the_network_input(model, videos):
     assert tuple(x.shape) == (6, 3, 4, 32, 32) and x.dtype == torch.float32
     rec = clf.classify(videos["bar"], num_clips=2, num_crops=3, return_probs=True)
     assert np.allclose(rec["probs"], _direct(model, x).mean(0), atol=1e-5)
+
+
+def test_openvino_streams_run_windows_concurrently_with_identical_results(model, videos, tmp_path):
+    """Two OpenVINO streams keep two windows in flight: records (order, times, smoothing)
+    equal the one-request run, and whole-video views agree too."""
+    pytest.importorskip("e3d_export")
+    pytest.importorskip("openvino")
+    one = VideoClassifier.from_model(model, backend="openvino", threads=2, cache_dir=tmp_path)
+    two = VideoClassifier.from_artifact(one.backend.path, threads=2, batch_size=1,
+                                        backend_options={"streams": 2})
+    assert (one.backend.max_in_flight, two.backend.max_in_flight) == (1, 2)
+    assert two.backend.describe()["streams"] == 2
+    submitted = [two.backend.submit(np.full((1, 3, 4, 32, 32), v, np.float32)) for v in (0.1, -0.2, 0.3)]
+    for v, future in zip((0.1, -0.2, 0.3), submitted):  # each future holds its own input's result
+        assert np.allclose(future.result(), one.backend.run(np.full((1, 3, 4, 32, 32), v, np.float32)),
+                           atol=1e-5)
+    timing = {}
+    a = list(one.stream(videos["bar"], hop=0.25, smoothing=0.5, return_probs=True))
+    b = list(two.stream(videos["bar"], hop=0.25, smoothing=0.5, return_probs=True, timing=timing))
+    assert len(a) == len(b) > 3
+    assert [(w["window"], w["start_time"], w["end_time"]) for w in a] == \
+        [(w["window"], w["start_time"], w["end_time"]) for w in b]
+    assert np.allclose([w["probs"] for w in a], [w["probs"] for w in b], atol=1e-5)
+    assert timing["infer_s"] > 0
+    va = one.classify(videos["bar"], num_clips=2, return_probs=True)
+    vb = two.classify(videos["bar"], num_clips=2, return_probs=True)
+    assert np.allclose(va["probs"], vb["probs"], atol=1e-5)
+
+
+def test_streams_option_is_checked(model, tmp_path):
+    pytest.importorskip("openvino")
+    from e3d_zoo.errors import BackendError
+
+    with pytest.raises(BackendError, match="streams: expected an integer >= 1"):
+        VideoClassifier.from_model(model, backend="openvino", cache_dir=tmp_path,
+                                   backend_options={"streams": 0})
