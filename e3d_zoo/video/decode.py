@@ -436,12 +436,21 @@ def open_video(source: Source, **kwargs: Any) -> VideoReader:
 class StreamReader:
     """Frames from a live source that survives dropped connections.
 
-    When the connection fails or ends early (an FFmpeg error while reading), the
-    stream is reopened up to ``max_reconnects`` times, waiting ``backoff * attempt``
-    seconds between tries; frames at or before the last delivered time are skipped so
-    a restarted stream does not repeat itself. After the last failed attempt it stops
-    with a :class:`VideoError` that says how often it tried. A clean end of stream
-    (EOF) ends iteration normally. Frame indices keep counting across reconnects.
+    When the connection fails (an FFmpeg error while reading, or - for a live network
+    stream - the connection closing, which FFmpeg's RTSP/TCP client reports as a plain end
+    of stream), the stream is reopened up to ``max_reconnects`` times per outage, waiting
+    ``backoff * attempt`` seconds between tries. After an outage's last failed attempt it
+    stops with a :class:`VideoError` that says how often it tried. ``reconnects`` counts
+    every reconnection over the reader's life; a stream that comes back and delivers new
+    frames starts a fresh allowance, so a camera that drops once a day keeps running, while
+    one that connects but never gets further still stops.
+
+    Frame times continue across a reconnect. A live source (no duration: cameras, RTSP,
+    live HTTP) starts its clock at 0 in every session, so a reopened one continues after
+    the last delivered frame by the wall time the outage took. A finite source (a file
+    over HTTP) replays from its start, so frames up to the last delivered time are
+    skipped. Frame indices keep counting. A clean end of a finite source or a device
+    (``format=...``) ends iteration normally; so does any end with ``max_reconnects=0``.
     """
 
     def __init__(self, source: Source, *, max_reconnects: int = 3, backoff: float = 0.5,
@@ -451,31 +460,40 @@ class StreamReader:
         self.backoff = float(backoff)
         self.reader_kwargs = reader_kwargs
         self.reconnects = 0
-        self.reader = VideoReader(self.source, **reader_kwargs)  # unreachable: fails here
+        self.reader: Optional[VideoReader] = VideoReader(self.source, **reader_kwargs)  # unreachable: fails here
         self.info = self.reader.info
 
     def frames(self, keep: Optional[Callable[[int, float], bool]] = None) -> Iterator[Frame]:
         next_index = 0
         last_time = -np.inf
+        offset = 0.0  # added to the open session's times
+        last_wall: Optional[float] = None  # time.monotonic() at the last delivered frame
+        attempts = 0  # reconnection attempts since the last new frame
         while True:
+            assert self.reader is not None
+            live = self.reader.info.duration is None
             try:
-                assert self.reader is not None
-                for fr in self.reader.frames(keep=lambda i, t: t > last_time and (
-                        keep is None or keep(next_index, t))):
-                    if fr.time <= last_time:
+                for fr in self.reader.frames(keep=lambda i, t: t + offset > last_time and (
+                        keep is None or keep(next_index, t + offset))):
+                    t = fr.time + offset
+                    if t <= last_time:
                         continue  # replayed after a reconnect
-                    fr.index = next_index
+                    fr.time, fr.index = t, next_index
                     next_index += 1
-                    last_time = fr.time
+                    last_time, last_wall = t, time.monotonic()
+                    attempts = 0
                     yield fr
-                return
+                if not (live and is_stream_url(self.source) and self.max_reconnects > 0):
+                    return
+                raise VideoError(f"{self.source}: the live stream ended (connection closed)")
             except VideoError as exc:
                 self.reader.close()
                 self.reader = None
                 cause = exc
-                while self.reconnects < self.max_reconnects:
+                while attempts < self.max_reconnects:
+                    attempts += 1
                     self.reconnects += 1
-                    time.sleep(self.backoff * self.reconnects)
+                    time.sleep(self.backoff * attempts)
                     try:
                         self.reader = VideoReader(self.source, **self.reader_kwargs)
                         break
@@ -485,6 +503,11 @@ class StreamReader:
                     raise VideoError(f"{self.source}: stream dropped and did not recover within "
                                      f"{self.max_reconnects} reconnect attempt(s); stopped after "
                                      f"{next_index} frames (last error: {cause})") from cause
+                if live and last_wall is not None:
+                    # the new session's first frame (its time 0) comes as long after the last
+                    # delivered one as the stream was away, and at least a frame later
+                    step = 1.0 / self.info.fps if self.info.fps else 1e-3
+                    offset = last_time + max(time.monotonic() - last_wall, step)
 
     def close(self) -> None:
         if self.reader is not None:
