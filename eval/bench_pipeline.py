@@ -94,6 +94,13 @@ def build_classifier(model: str, backend: str, threads: int, batch: int, cache: 
     return clf, note
 
 
+def pipeline_wall(clf, video: Path, hop: float, batch: int) -> float:
+    t0 = time.perf_counter()
+    for _ in clf.stream(video, hop=hop, batch_windows=batch):
+        pass
+    return time.perf_counter() - t0
+
+
 def run_once(clf, video: Path, hop: float, batch: int, sgemm_n: int = 1024) -> Dict[str, float]:
     """One pipeline pass, then - in the same moment, so under the same machine load -
     the same number of windows through the backend alone (random clips, same batch),
@@ -144,6 +151,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--streams", type=int, default=1,
                    help="openvino: inference requests in flight, sharing --threads")
     p.add_argument("--decode-threads", type=int, default=0, help="FFmpeg decoder threads (0: FFmpeg's choice)")
+    p.add_argument("--compare-streams", type=int, default=None, metavar="N",
+                   help="openvino: also run the pipeline with N streams on the same IR, alternating "
+                        "with the main setting in every repeat, and report the paired wall ratio")
     p.add_argument("--hop", type=float, default=0.5)
     p.add_argument("--seconds", type=float, default=20.0, help="length of the benchmark video")
     p.add_argument("--batch", type=int, default=1, help="windows per inference call")
@@ -181,12 +191,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         T, (h, w) = clf.sampling.num_frames, clf.transform.input_size
         macs = spec_for(args.model).summary(frames=T, size=h)["macs"] if h == w else None
+    other = None
+    if args.compare_streams is not None:
+        if clf.backend.name != "openvino":
+            p.error("--compare-streams: needs the openvino backend")
+        from e3d_zoo.video.pipeline import VideoClassifier
+
+        other = VideoClassifier.from_artifact(clf.backend.path, threads=args.threads,
+                                              batch_size=args.batch, decode_threads=args.decode_threads,
+                                              backend_options={"streams": args.compare_streams})
+        pipeline_wall(other, video, args.hop, args.batch)  # warm-up
     run_once(clf, video, args.hop, args.batch)  # warm-up: first-call allocations, page cache
     runs: List[Dict[str, float]] = []
+    other_walls: List[float] = []
     loads = []
-    for _ in tqdm(range(args.repeats), desc="pipeline runs", file=sys.stderr, disable=None):
+    for i in tqdm(range(args.repeats), desc="pipeline runs", file=sys.stderr, disable=None):
         loads.append(os.getloadavg()[0])
+        if other is not None and i % 2:  # alternate which setting goes first
+            other_walls.append(pipeline_wall(other, video, args.hop, args.batch))
         runs.append(run_once(clf, video, args.hop, args.batch))
+        if other is not None and not i % 2:
+            other_walls.append(pipeline_wall(other, video, args.hop, args.batch))
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     duration = float(info.duration or info.num_frames / info.fps)
     result: Dict[str, Any] = {
@@ -220,6 +245,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         + med["decode_only_1thread_s"] / max(args.threads, 1)) if macs else None),
         "load_avg_1min": loads, "cpu_count": os.cpu_count(), "target_rtf": TARGET_RTF,
     }
+    if other is not None:
+        result["compare_streams"] = {
+            "streams": args.compare_streams, "backend": other.backend.describe(),
+            "rtf": duration / statistics.median(other_walls),
+            "rtf_runs": [duration / w for w in other_walls],
+            # paired within each repeat: robust to the load drifting between repeats
+            "wall_ratio_to_main": statistics.median(w / r["wall_s"] for w, r in zip(other_walls, runs)),
+        }
     result["meets_target"] = result["rtf"] >= TARGET_RTF
     if args.out:
         from e3d_zoo.atomic import atomic_write_text
@@ -246,6 +279,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"{result['rtf_ceiling_model_at_sgemm_peak']:.2f}x real time; with the decoding "
                   f"({result['decode_only_1thread_ms_per_video_second']:.0f} ms per video-second on "
                   f"one thread) on the same cores, {result['rtf_ceiling_with_decode']:.2f}x")
+        if other is not None:
+            c = result["compare_streams"]
+            print(f"  with {c['streams']} stream(s), alternating in the same repeats: RTF {c['rtf']:.2f}x "
+                  f"(runs " + ", ".join(f"{x:.2f}" for x in c["rtf_runs"]) + f"); paired wall ratio to "
+                  f"{args.streams} stream(s): {c['wall_ratio_to_main']:.3f}")
         print(f"  load avg (1 min) at each run: {', '.join(f'{x:.1f}' for x in loads)} "
               f"on {os.cpu_count()} cores")
     return 0

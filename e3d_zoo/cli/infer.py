@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--threads", type=int, default=None, help="inference threads (default: runtime's)")
     src.add_argument("--streams", type=int, default=None,
                      help="openvino: inference requests run at once, sharing --threads (default 1, "
-                          "lowest latency per window; 2 gives the most windows per second on 2 "
-                          "cores with decoding on the same cores)")
+                          "lowest latency per window; more streams raise throughput on many-core "
+                          "machines; no gain measured on 2 cores)")
     src.add_argument("--decode-threads", type=int, default=0,
                      help="FFmpeg decoder threads (default 0: FFmpeg's choice; 1 leaves the other "
                           "cores to inference)")
