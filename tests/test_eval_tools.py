@@ -67,3 +67,21 @@ def test_pipeline_benchmark_reports_the_machine_ceiling(tmp_path, capsys):
         seconds * r["sgemm_gflops"] * 1e9 / (windows * 2 * r["macs_per_window"]))
     # decoding shares the cores, so it can only lower the ceiling
     assert r["rtf_ceiling_with_decode"] < r["rtf_ceiling_model_at_sgemm_peak"]
+
+
+def test_pipeline_benchmark_pairs_a_streams_comparison(tmp_path, capsys):
+    pytest.importorskip("openvino")
+    import json
+
+    from e3d_eval.bench_pipeline import main
+    from tiny_arch import make_tiny_spec
+
+    arch = tmp_path / "tiny.json"
+    make_tiny_spec(frames=4, size=32).save(arch)
+    assert main(["--model", str(arch), "--backend", "openvino", "--threads", "2", "--seconds", "2",
+                 "--repeats", "2", "--hop", "0.25", "--cache", str(tmp_path), "--compare-streams", "2",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    c = r["compare_streams"]
+    assert r["backend"]["streams"] == 1 and c["backend"]["streams"] == 2
+    assert len(c["rtf_runs"]) == len(r["rtf_runs"]) == 2 and c["wall_ratio_to_main"] > 0

@@ -48,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "lowest latency per window; more streams raise throughput on many-core "
                           "machines; no gain measured on 2 cores)")
     src.add_argument("--decode-threads", type=int, default=0,
-                     help="FFmpeg decoder threads (default 0: FFmpeg's choice; 1 leaves the other "
-                          "cores to inference)")
+                     help="FFmpeg decoder threads (default 0: FFmpeg's choice, the fastest measured on 2 cores)")
     src.add_argument("--labels", help="class names: text file (one per line) or JSON list")
     run = p.add_argument_group("inference")
     run.add_argument("--mode", choices=("auto", "video", "stream"), default="auto",
