@@ -136,7 +136,7 @@ class Backend(ABC):
         future: "Future[np.ndarray]" = Future()
         try:
             future.set_result(self.run(clips))
-        except BaseException as exc:  # noqa: BLE001 - delivered through the future
+        except Exception as exc:  # delivered through the future; Ctrl-C is not
             future.set_exception(exc)
         return future
 

@@ -85,7 +85,7 @@ class OpenVINOBackend(Backend):
         self.request = self.compiled.create_infer_request()
         self.streams = int(self.compiled.get_property("NUM_STREAMS"))
         self.max_in_flight = self.streams
-        self._queue = None  # AsyncInferQueue, made on the first submit
+        self._pool = None  # worker threads for submit(), made on the first call
         rt_info = self.model.get_rt_info()
         self.metadata: Dict[str, str] = {}
         if rt_info.__contains__("model_info"):
@@ -112,26 +112,35 @@ class OpenVINOBackend(Backend):
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     def submit(self, clips: np.ndarray) -> "Future[np.ndarray]":
-        """Asynchronous :meth:`run` on one of ``streams`` infer requests (blocks only while
-        all of them are busy)."""
+        """:meth:`run` on one of ``streams`` infer requests, each driven by its own worker
+        thread (``infer`` releases the GIL); submissions beyond that wait their turn.
+
+        Not ``AsyncInferQueue``: its Python callback is skipped when a request fails, so a
+        future waiting on it would never resolve; here a failure reaches the future as a
+        :class:`BackendError`.
+        """
         if self.max_in_flight == 1:
             return super().submit(clips)
         clips = self._checked(clips)
-        if self._queue is None:
-            self._queue = self._ov.AsyncInferQueue(self.compiled, self.max_in_flight)
+        if self._pool is None:
+            import queue
+            from concurrent.futures import ThreadPoolExecutor
 
-            def done(request: Any, future: "Future[np.ndarray]") -> None:
-                try:
-                    future.set_result(np.array(request.get_output_tensor(0).data,
-                                               dtype=np.float32, copy=True))
-                except BaseException as exc:  # noqa: BLE001 - delivered through the future
-                    future.set_exception(exc)
+            self._idle = queue.SimpleQueue()
+            for _ in range(self.max_in_flight):
+                self._idle.put(self.compiled.create_infer_request())
+            self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="e3d-ov")
+        return self._pool.submit(self._run_on_idle_request, clips)
 
-            self._queue.set_callback(done)
-        future: "Future[np.ndarray]" = Future()
-        # the input is copied into the request's tensor before start_async returns
-        self._queue.start_async({0: clips}, future)
-        return future
+    def _run_on_idle_request(self, clips: np.ndarray) -> np.ndarray:
+        request = self._idle.get()
+        try:
+            request.infer({0: clips})
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        except Exception as exc:  # openvino raises RuntimeError with the plugin's message
+            raise BackendError(f"{self.path.name}: inference failed: {exc}") from exc
+        finally:
+            self._idle.put(request)
 
     def layer_times(self) -> List[Dict[str, Any]]:
         """Per executed layer of the last :meth:`run`: name, node and kernel type, ms."""

@@ -44,6 +44,10 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".m
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "http://", "https://", "udp://",
                   "tcp://", "srt://", "rtp://")
 
+# protocols that only carry live sources: a closed connection is a drop, not the end of a
+# file, and every session's clock starts anew (HTTP serves files too, so it is not here)
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "udp://", "tcp://", "srt://", "rtp://")
+
 Source = Union[str, os.PathLike]
 
 
@@ -436,21 +440,24 @@ def open_video(source: Source, **kwargs: Any) -> VideoReader:
 class StreamReader:
     """Frames from a live source that survives dropped connections.
 
-    When the connection fails (an FFmpeg error while reading, or - for a live network
-    stream - the connection closing, which FFmpeg's RTSP/TCP client reports as a plain end
-    of stream), the stream is reopened up to ``max_reconnects`` times per outage, waiting
+    When the connection fails (an FFmpeg error while reading, or - for a live protocol -
+    the connection closing, which FFmpeg's RTSP/TCP client reports as a plain end of
+    stream), the stream is reopened up to ``max_reconnects`` times per outage, waiting
     ``backoff * attempt`` seconds between tries. After an outage's last failed attempt it
     stops with a :class:`VideoError` that says how often it tried. ``reconnects`` counts
     every reconnection over the reader's life; a stream that comes back and delivers new
     frames starts a fresh allowance, so a camera that drops once a day keeps running, while
     one that connects but never gets further still stops.
 
-    Frame times continue across a reconnect. A live source (no duration: cameras, RTSP,
-    live HTTP) starts its clock at 0 in every session, so a reopened one continues after
-    the last delivered frame by the wall time the outage took. A finite source (a file
-    over HTTP) replays from its start, so frames up to the last delivered time are
-    skipped. Frame indices keep counting. A clean end of a finite source or a device
-    (``format=...``) ends iteration normally; so does any end with ``max_reconnects=0``.
+    Frame times continue across a reconnect. A live protocol (RTSP, RTMP, SRT, UDP, RTP,
+    TCP) starts its clock at 0 in every session, so a reopened one continues after the
+    last delivered frame by the wall time since that frame was handed out (the outage,
+    plus any time the consumer held the generator). HTTP serves files as well as live
+    streams, and a reopened file replays from its start, so over HTTP frames up to the
+    last delivered time are skipped (a live HTTP stream therefore resumes only once its
+    new clock passes the old one). Frame indices keep counting. The end of an HTTP source
+    or a device (``format=...``) ends iteration normally; so does any end with
+    ``max_reconnects=0``.
     """
 
     def __init__(self, source: Source, *, max_reconnects: int = 3, backoff: float = 0.5,
@@ -471,7 +478,7 @@ class StreamReader:
         attempts = 0  # reconnection attempts since the last new frame
         while True:
             assert self.reader is not None
-            live = self.reader.info.duration is None
+            live = self.source.lower().startswith(LIVE_SCHEMES)
             try:
                 for fr in self.reader.frames(keep=lambda i, t: t + offset > last_time and (
                         keep is None or keep(next_index, t + offset))):
@@ -483,7 +490,7 @@ class StreamReader:
                     last_time, last_wall = t, time.monotonic()
                     attempts = 0
                     yield fr
-                if not (live and is_stream_url(self.source) and self.max_reconnects > 0):
+                if not (live and self.max_reconnects > 0):
                     return
                 raise VideoError(f"{self.source}: the live stream ended (connection closed)")
             except VideoError as exc:

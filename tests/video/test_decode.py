@@ -317,3 +317,19 @@ def test_missing_device_and_unknown_format_are_named():
         VideoReader("/dev/video9", format="v4l2")
     with pytest.raises(VideoError, match=r"unknown input format 'webcam'.*lavfi"):
         VideoReader("0", format="webcam")
+
+
+def test_http_file_without_a_duration_ends_instead_of_replaying(tmp_path):
+    """A raw H.264 file over HTTP has no duration, like a live stream; its end is still the
+    end (only live protocols treat a closed connection as a drop)."""
+    path = encode_video(tmp_path / "raw.h264", numbered_frames(30, 32, 32), fps=10)
+    server = FileServer(path.read_bytes())
+    try:
+        with StreamReader(server.url.replace("video.mp4", "raw.h264"), max_reconnects=2,
+                          backoff=0.01, timeout=5) as r:
+            assert r.info.duration is None
+            frames = list(r.frames())
+            assert r.reconnects == 0
+    finally:
+        server.close()
+    assert [frame_number(f.image) for f in frames] == [i % 12 for i in range(30)]

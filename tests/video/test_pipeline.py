@@ -7,6 +7,7 @@ import torch
 
 from e3d_zoo import create_model
 from e3d_zoo.errors import ConfigError
+from e3d_zoo.runtime.base import Backend
 from e3d_zoo.video.decode import VideoReader
 from e3d_zoo.video.pipeline import VideoClassifier, _prefetch, load_labels, softmax
 from e3d_zoo.video.sampling import multi_view_indices
@@ -301,3 +302,59 @@ def test_streams_option_is_checked(model, tmp_path):
     with pytest.raises(BackendError, match="streams: expected an integer >= 1"):
         VideoClassifier.from_model(model, backend="openvino", cache_dir=tmp_path,
                                    backend_options={"streams": 0})
+
+
+class _EventBackend(Backend):
+    """Test double of a backend that runs two requests at once: records submissions, and
+    the test records emissions, to see how many windows the pipeline keeps in flight."""
+
+    name = "events"
+    max_in_flight = 2
+
+    def __init__(self, events):
+        super().__init__(None)
+        self.events = events
+
+    def run(self, clips):
+        return np.zeros((len(clips), NUM_CLASSES), np.float32)
+
+    def submit(self, clips):
+        self.events.append("submit")
+        return super().submit(clips)
+
+
+def test_files_keep_windows_in_flight_but_live_sources_emit_each_at_once(model, videos):
+    cfg = VideoClassifier.from_model(model).cfg
+    for source, opts, expect_ahead in ((videos["bar"], {}, True),
+                                       ("testsrc2=size=48x32:rate=30:duration=1", {"format": "lavfi"}, False)):
+        events = []
+        clf = VideoClassifier(_EventBackend(events), cfg, batch_size=1)
+        for _ in clf.stream(source, hop=0.25, reader_options=opts):
+            events.append("emit")
+        assert events.count("submit") == events.count("emit") >= 3
+        if expect_ahead:  # a file: the next window is submitted before the previous is read
+            assert events[:3] == ["submit", "submit", "emit"]
+        else:  # live: every result is emitted before the next window goes in
+            assert events == ["submit", "emit"] * events.count("emit")
+
+
+def test_a_failed_openvino_request_raises_instead_of_hanging(model, tmp_path):
+    """A request that fails on the runtime's side (test double: a request whose infer raises,
+    as OpenVINO's does on a device error) reaches the caller as BackendError."""
+    pytest.importorskip("openvino")
+    from e3d_zoo.errors import BackendError
+
+    clf = VideoClassifier.from_model(model, backend="openvino", cache_dir=tmp_path, threads=2,
+                                     backend_options={"streams": 2})
+    be = clf.backend
+    be.submit(np.zeros((1, 3, 4, 32, 32), np.float32)).result(timeout=30)  # builds the workers
+
+    class FailingRequest:
+        def infer(self, inputs):
+            raise RuntimeError("device lost (test double)")
+
+    while not be._idle.empty():
+        be._idle.get()
+    be._idle.put(FailingRequest())
+    with pytest.raises(BackendError, match="inference failed: device lost"):
+        clf.predict(np.zeros((1, 3, 4, 32, 32), np.float32))
