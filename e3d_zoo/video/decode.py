@@ -293,6 +293,8 @@ class VideoReader:
             for frame, t in self._timed(self._container.decode(st), tb, t_origin):
                 if start_time is not None and t < start_time - 1e-6:
                     continue
+                if index == 0 and self._is_stream:
+                    self._describe_from(frame)
                 last_time = t
                 dur = float(frame.duration * tb) if frame.duration else (
                     1.0 / self.info.fps if self.info.fps else None)
@@ -347,6 +349,18 @@ class VideoReader:
             yield frame, t
         for k, early in enumerate(waiting):  # a stream that never said when
             yield early, k * fps_step
+
+    def _describe_from(self, frame: Any) -> None:
+        """A live source's first frame settles what probing could not: its orientation
+        (no frame is peeked at open time on a stream) and, when probing timed out, its size."""
+        o = Orientation.of_frame(frame)
+        w, h = int(frame.width), int(frame.height)
+        if o.swaps_axes:
+            w, h = h, w
+        self.info.rotation, self.info.mirrored = o.rotation, o.mirrored
+        self.info.width, self.info.height = w, h
+        if self.info.pix_fmt is None and getattr(frame, "format", None) is not None:
+            self.info.pix_fmt = frame.format.name
 
     def _to_rgb(self, frame: Any) -> np.ndarray:
         return Orientation.of_frame(frame).apply(frame.to_ndarray(format="rgb24"))

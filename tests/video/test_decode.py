@@ -333,3 +333,21 @@ def test_http_file_without_a_duration_ends_instead_of_replaying(tmp_path):
     finally:
         server.close()
     assert [frame_number(f.image) for f in frames] == [i % 12 for i in range(30)]
+
+
+def test_a_streamed_source_learns_its_orientation_from_the_first_frame(tmp_path):
+    img = np.zeros((32, 48, 3), np.uint8)
+    img[:, :12] = 250
+    path = encode_video(tmp_path / "rot.mp4", [img] * 4, fps=10, rotation=90, hflip=True,
+                        container_options={"movflags": "faststart"})
+    with VideoReader(path) as r:
+        want, _ = r.read()
+    server = FileServer(path.read_bytes())
+    try:
+        with VideoReader(server.url, timeout=5) as r:
+            frames = [f.image for f in r.frames()]
+            assert (r.info.rotation, r.info.mirrored) == (90, True)
+            assert (r.info.width, r.info.height) == (32, 48)  # as displayed
+    finally:
+        server.close()
+    assert np.array_equal(np.stack(frames), want)
