@@ -38,6 +38,11 @@ def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return randomize_statistics(model, seed, scale_head=False)
 
 
+def sgemm_gflops(n: int, seconds: float) -> float:
+    """GFLOP/s of one n x n x n sgemm that took ``seconds``: the roofline's rate."""
+    return 2 * n ** 3 / seconds / 1e9
+
+
 def sgemm_runner(n: int) -> Callable[[], None]:
     a = torch.randn(n, n)
     b = torch.randn(n, n)
@@ -186,12 +191,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     load_after = os.getloadavg()
 
     sgemm_ms = statistics.median(times["sgemm"])
-    sgemm_gflops = 2 * args.sgemm_n ** 3 / (sgemm_ms / 1000.0) / 1e9
+    gemm_gflops = sgemm_gflops(args.sgemm_n, sgemm_ms / 1000.0)
     rows = []
     for k, e in entries.items():
         med = statistics.median(times[k])
         info = models[e["model"]]
-        roof_ms = 2 * info["macs"] / (sgemm_gflops * 1e9) * 1000.0
+        roof_ms = 2 * info["macs"] / (gemm_gflops * 1e9) * 1000.0
         ov_key = f"{e['model']} openvino fp32"
         rows.append({"name": k, "model": e["model"], "median_ms": med,
                      "p90_ms": float(np.percentile(times[k], 90)), "min_ms": min(times[k]),
@@ -200,8 +205,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                      "describe": e["backend"].describe()})
     result = {
         "clip": [1, 3, T, R, R], "threads": th, "runs": args.runs, "interleaved": True,
-        "sgemm": {"n": args.sgemm_n, "median_ms": sgemm_ms, "gflops": sgemm_gflops},
-        "roofline_ms": {n: 2 * i["macs"] / (sgemm_gflops * 1e9) * 1000.0 for n, i in models.items()},
+        "sgemm": {"n": args.sgemm_n, "median_ms": sgemm_ms, "gflops": gemm_gflops},
+        "roofline_ms": {n: 2 * i["macs"] / (gemm_gflops * 1e9) * 1000.0 for n, i in models.items()},
         "rows": rows, "loadavg_before": load_before, "loadavg_after": load_after,
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
         "agreement_clips": args.agreement_clips, "calibration_clips": args.calibration_clips,

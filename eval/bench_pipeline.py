@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -94,11 +94,12 @@ def build_classifier(model: str, backend: str, threads: int, batch: int, cache: 
     return clf, note
 
 
-def pipeline_wall(clf, video: Path, hop: float, batch: int) -> float:
+def pipeline_pass(clf, video: Path, hop: float, batch: int,
+                  timing: Optional[Dict[str, float]] = None) -> Tuple[float, int]:
+    """(wall seconds, windows) of one streaming pass over ``video``."""
     t0 = time.perf_counter()
-    for _ in clf.stream(video, hop=hop, batch_windows=batch):
-        pass
-    return time.perf_counter() - t0
+    n = sum(1 for _ in clf.stream(video, hop=hop, timing=timing, batch_windows=batch))
+    return time.perf_counter() - t0, n
 
 
 def run_once(clf, video: Path, hop: float, batch: int, sgemm_n: int = 1024) -> Dict[str, float]:
@@ -106,9 +107,7 @@ def run_once(clf, video: Path, hop: float, batch: int, sgemm_n: int = 1024) -> D
     the same number of windows through the backend alone (random clips, same batch),
     then this machine's sgemm rate."""
     timing: Dict[str, float] = {}
-    t0 = time.perf_counter()
-    n = sum(1 for _ in clf.stream(video, hop=hop, timing=timing, batch_windows=batch))
-    wall = time.perf_counter() - t0
+    wall, n = pipeline_pass(clf, video, hop, batch, timing)
     T, (h, w) = clf.sampling.num_frames, clf.transform.input_size
     clips = np.random.default_rng(0).standard_normal((batch, 3, T, h, w)).astype(np.float32)
     t1 = time.perf_counter()
@@ -116,7 +115,7 @@ def run_once(clf, video: Path, hop: float, batch: int, sgemm_n: int = 1024) -> D
     for future in started:
         future.result()
     infer_only = time.perf_counter() - t1
-    from e3d_eval.bench_export import sgemm_runner
+    from e3d_eval.bench_export import sgemm_gflops, sgemm_runner
 
     gemm = sgemm_runner(sgemm_n)
     gemm()
@@ -137,7 +136,7 @@ def run_once(clf, video: Path, hop: float, batch: int, sgemm_n: int = 1024) -> D
     decode_1thread = time.perf_counter() - t3
     return {"wall_s": wall, "windows": n, "inference_only_wall_s": infer_only,
             "decode_only_1thread_s": decode_1thread,
-            "sgemm_gflops": 2 * sgemm_n ** 3 / statistics.median(sgemm_s) / 1e9,
+            "sgemm_gflops": sgemm_gflops(sgemm_n, statistics.median(sgemm_s)),
             **{k: timing[k] for k in ("decode_s", "preprocess_s", "infer_s")}}
 
 
@@ -177,7 +176,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bitrate = None if args.bitrate.lower() in ("none", "0", "") else args.bitrate
     video = make_video(cache / f"bench_640x360_30fps_{int(args.seconds)}s_{bitrate or 'crf23'}.mp4",
                        args.seconds, bitrate=bitrate)
-    if args.streams != 1 and args.backend != "openvino" and not str(args.artifact or "").endswith(".xml"):
+    from e3d_zoo.video.pipeline import backend_for_artifact
+
+    runtime = backend_for_artifact(args.artifact) if args.artifact else args.backend
+    if args.streams != 1 and runtime != "openvino":
         p.error("--streams: only the openvino backend runs requests concurrently")
     clf, note = build_classifier(args.model, args.backend, args.threads, args.batch, cache,
                                  args.artifact, streams=args.streams, decode_threads=args.decode_threads)
@@ -200,7 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         other = VideoClassifier.from_artifact(clf.backend.path, threads=args.threads,
                                               batch_size=args.batch, decode_threads=args.decode_threads,
                                               backend_options={"streams": args.compare_streams})
-        pipeline_wall(other, video, args.hop, args.batch)  # warm-up
+        pipeline_pass(other, video, args.hop, args.batch)  # warm-up
     run_once(clf, video, args.hop, args.batch)  # warm-up: first-call allocations, page cache
     runs: List[Dict[str, float]] = []
     other_walls: List[float] = []
@@ -208,10 +210,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for i in tqdm(range(args.repeats), desc="pipeline runs", file=sys.stderr, disable=None):
         loads.append(os.getloadavg()[0])
         if other is not None and i % 2:  # alternate which setting goes first
-            other_walls.append(pipeline_wall(other, video, args.hop, args.batch))
+            other_walls.append(pipeline_pass(other, video, args.hop, args.batch)[0])
         runs.append(run_once(clf, video, args.hop, args.batch))
         if other is not None and not i % 2:
-            other_walls.append(pipeline_wall(other, video, args.hop, args.batch))
+            other_walls.append(pipeline_pass(other, video, args.hop, args.batch)[0])
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     duration = float(info.duration or info.num_frames / info.fps)
     result: Dict[str, Any] = {

@@ -76,9 +76,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     import e3d_zoo
-    from e3d_eval.bench_export import sgemm_runner
+    from e3d_eval.bench_export import sgemm_gflops, sgemm_runner
     from e3d_export import export_onnx, export_openvino, randomize_statistics
     from e3d_zoo.atomic import atomic_write_text
+    from e3d_zoo.runtime.base import load_backend
 
     torch.set_num_threads(args.threads)
     T, R = args.frames, args.size
@@ -90,14 +91,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     xml = export_openvino(onnx_path, work / "model.xml")
     macs = conv_macs_by_class(onnx_path)
 
-    compiled = ov.Core().compile_model(str(xml), "CPU", {
-        "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": args.threads,
-        "INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True})
-    request = compiled.create_infer_request()
+    backend = load_backend("openvino", xml, threads=args.threads, profile=True)  # fp32, 1 stream
     x = np.random.default_rng(0).standard_normal((1, 3, T, R, R), dtype=np.float32)
     gemm = sgemm_runner(args.sgemm_n)  # the roofline's sgemm, as bench_export times it
     for _ in range(3):
-        request.infer({0: x})
+        backend.run(x)
         gemm()
     per_class: Dict[str, List[float]] = defaultdict(list)
     wall, sgemm = [], []
@@ -109,14 +107,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         sgemm.append(time.perf_counter() - t0)
         time.sleep(0.05)
         t0 = time.perf_counter()
-        request.infer({0: x})
+        backend.run(x)
         wall.append((time.perf_counter() - t0) * 1000.0)
         sums: Dict[str, float] = defaultdict(float)
-        for info in request.profiling_info:
-            sums[layer_class(info.node_type, info.exec_type)] += info.real_time.total_seconds() * 1e3
+        for layer in backend.layer_times():
+            sums[layer_class(layer["node_type"], layer["exec_type"])] += layer["ms"]
         for k in ("pointwise", "depthwise", "dense", "other"):
             per_class[k].append(sums.get(k, 0.0))
-    sgemm_gflops = 2 * args.sgemm_n ** 3 / statistics.median(sgemm) / 1e9
+    gemm_gflops = sgemm_gflops(args.sgemm_n, statistics.median(sgemm))
     total_macs = sum(macs.values())
     rows = []
     for k in ("pointwise", "depthwise", "dense", "other"):
@@ -124,16 +122,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         m = macs.get(k, 0.0)
         gflops = 2 * m / (ms / 1e3) / 1e9 if ms > 0 and m > 0 else None
         rows.append({"class": k, "ms": ms, "gmacs": m / 1e9, "gflops": gflops,
-                     "x_sgemm_time": (ms / (2 * m / (sgemm_gflops * 1e9) * 1e3)) if m else None})
+                     "x_sgemm_time": (ms / (2 * m / (gemm_gflops * 1e9) * 1e3)) if m else None})
     med_wall = statistics.median(wall)
-    roofline_ms = 2 * total_macs / (sgemm_gflops * 1e9) * 1e3
+    roofline_ms = 2 * total_macs / (gemm_gflops * 1e9) * 1e3
     result = {"model": args.model, "clip": [1, 3, T, R, R], "threads": args.threads,
-              "runs": args.runs, "openvino": ov.get_version(), "sgemm_gflops": sgemm_gflops,
+              "runs": args.runs, "openvino": ov.get_version(), "sgemm_gflops": gemm_gflops,
               "wall_median_ms": med_wall, "roofline_ms": roofline_ms,
               "x_roofline": med_wall / roofline_ms, "classes": rows}
     print(f"{args.model} 1x3x{T}x{R}x{R}, {args.threads} threads, OpenVINO {ov.get_version()}: "
           f"median {med_wall:.1f} ms = {result['x_roofline']:.2f} x roofline "
-          f"({roofline_ms:.1f} ms at sgemm {sgemm_gflops:.1f} GFLOP/s)")
+          f"({roofline_ms:.1f} ms at sgemm {gemm_gflops:.1f} GFLOP/s)")
     print("| layers | ms | share | GMACs | GFLOP/s | x its sgemm time |")
     print("|---|---:|---:|---:|---:|---:|")
     layer_total = sum(r["ms"] for r in rows)

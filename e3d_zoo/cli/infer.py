@@ -142,9 +142,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if args.decode_threads < 0:
         raise ConfigError(f"--decode-threads: expected >= 0, found {args.decode_threads}")
     if args.streams is not None:
-        suffix = Path(str(args.artifact)).suffix.lower() if args.artifact else ""
-        backend = args.backend or {".xml": "openvino", ".onnx": "onnxruntime", ".engine": "tensorrt",
-                                   ".plan": "tensorrt"}.get(suffix, "torch")
+        from ..video.pipeline import backend_for_artifact
+
+        backend = args.backend or (backend_for_artifact(args.artifact) if args.artifact else None) or "torch"
         if args.streams < 1:
             raise ConfigError(f"--streams: expected >= 1, found {args.streams}")
         if backend != "openvino":

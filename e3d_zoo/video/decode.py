@@ -182,15 +182,15 @@ class VideoReader:
         self.frames_decoded = 0  # every frame the decoder produced, converted or not
         self._started = False
         self._open()
-        orientation = Orientation()
+        first = None
         if not self._is_stream:
             # Orientation lives in per-frame side data (PyAV exposes no stream getter), and
             # decoding one frame up front also turns zero-length and undecodable files
             # into an error at open time rather than half-way through a batch.
-            orientation = Orientation.of_frame(self._peek_first_frame())
+            first = self._peek_first_frame()
             self._container.close()
             self._open()
-        self.info = self._probe(orientation)
+        self._describe(first)
 
     def _open(self) -> None:
         av = _av()
@@ -243,7 +243,11 @@ class VideoReader:
         self._container.close()
         raise VideoError(f"{self.source}: zero-length video (the video stream has no frames)")
 
-    def _probe(self, orientation: "Orientation") -> VideoInfo:
+    def _describe(self, frame: Any = None) -> None:
+        """``info`` from the container, settled by a decoded ``frame`` when there is one:
+        its orientation (applied to every image; like ffmpeg's autorotate, one per stream)
+        and, when probing timed out on a stream, its size and pixel format."""
+        self._orientation = Orientation.of_frame(frame) if frame is not None else Orientation()
         st = self._stream
         cc = st.codec_context
         rate = st.average_rate or st.guessed_rate or st.base_rate
@@ -255,12 +259,16 @@ class VideoReader:
             duration = self._container.duration / 1_000_000.0
         frames = int(st.frames) if st.frames else None
         w, h = int(cc.width or 0), int(cc.height or 0)
-        if orientation.swaps_axes:
+        pix_fmt = cc.pix_fmt
+        if frame is not None:
+            w, h = int(frame.width), int(frame.height)
+            pix_fmt = pix_fmt or getattr(frame.format, "name", None)
+        if self._orientation.swaps_axes:
             w, h = h, w
-        return VideoInfo(source=self.source, width=w, height=h, fps=fps, duration=duration,
-                         num_frames=frames, rotation=orientation.rotation,
-                         mirrored=orientation.mirrored, codec=cc.name or "?",
-                         pix_fmt=cc.pix_fmt, is_stream=self._is_stream)
+        self.info = VideoInfo(source=self.source, width=w, height=h, fps=fps, duration=duration,
+                              num_frames=frames, rotation=self._orientation.rotation,
+                              mirrored=self._orientation.mirrored, codec=cc.name or "?",
+                              pix_fmt=pix_fmt, is_stream=self._is_stream)
 
     # ---- reading ---------------------------------------------------------------
     def frames(self, keep: Optional[Callable[[int, float], bool]] = None,
@@ -293,8 +301,8 @@ class VideoReader:
             for frame, t in self._timed(self._container.decode(st), tb, t_origin):
                 if start_time is not None and t < start_time - 1e-6:
                     continue
-                if index == 0 and self._is_stream:
-                    self._describe_from(frame)
+                if index == 0 and self._is_stream:  # nothing was decoded at open time
+                    self._describe(frame)
                 last_time = t
                 dur = float(frame.duration * tb) if frame.duration else (
                     1.0 / self.info.fps if self.info.fps else None)
@@ -350,20 +358,8 @@ class VideoReader:
         for k, early in enumerate(waiting):  # a stream that never said when
             yield early, k * fps_step
 
-    def _describe_from(self, frame: Any) -> None:
-        """A live source's first frame settles what probing could not: its orientation
-        (no frame is peeked at open time on a stream) and, when probing timed out, its size."""
-        o = Orientation.of_frame(frame)
-        w, h = int(frame.width), int(frame.height)
-        if o.swaps_axes:
-            w, h = h, w
-        self.info.rotation, self.info.mirrored = o.rotation, o.mirrored
-        self.info.width, self.info.height = w, h
-        if self.info.pix_fmt is None and getattr(frame, "format", None) is not None:
-            self.info.pix_fmt = frame.format.name
-
     def _to_rgb(self, frame: Any) -> np.ndarray:
-        return Orientation.of_frame(frame).apply(frame.to_ndarray(format="rgb24"))
+        return self._orientation.apply(frame.to_ndarray(format="rgb24"))
 
     def read(self, indices: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Frames at ``indices`` (repeats allowed) as ``(len, H, W, 3)`` uint8 plus their times.

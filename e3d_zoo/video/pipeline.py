@@ -38,6 +38,12 @@ from .sampling import (SamplingConfig, TimeGridSampler, clip_indices, multi_view
 from .transforms import EvalTransform, MultiCropTransform
 
 
+def backend_for_artifact(path: str | os.PathLike) -> Optional[str]:
+    """The runtime an exported file is for, by its extension (None if unknown)."""
+    return {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt",
+            ".plan": "tensorrt"}.get(Path(path).suffix.lower())
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -238,8 +244,7 @@ class VideoClassifier:
         """A classifier over an exported ``.onnx`` / ``.xml``; preprocessing from its metadata."""
         path = Path(artifact)
         if backend is None:
-            backend = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt",
-                       ".plan": "tensorrt"}.get(path.suffix.lower())
+            backend = backend_for_artifact(path)
             if backend is None:
                 raise ConfigError(f"{path}: cannot tell the backend from the extension; pass backend=")
         be = load_backend(backend, path, threads=threads, **dict(backend_options or {}))
