@@ -108,12 +108,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                {"tinynas_flops": 2.0e9, "layers": 83}, None, args.candidates, args.seed)
     nets = {"e3d_s": e3d_s, "latency_budget": lat_spec.replace(frames=T, size=R),
             "flops_budget": flops_spec.replace(frames=T, size=R)}
-    interpolated = {n: LatencyPredictor(table, statistic=args.statistic).predict_ms(s)
-                    for n, s in nets.items()}
-    coverage = {n: LatencyPredictor(table, statistic=args.statistic).coverage(s)
-                for n, s in nets.items()}
+    interpolated = {n: pred.predict_ms(s) for n, s in nets.items()}
+    coverage = {n: pred.coverage(s) for n, s in nets.items()}
 
-    with Loader(table.backend, table.threads, kernel=args.statistic == "kernel") as loader:  # checked above
+    with Loader.for_table(table) as loader:
         _log("profiling the found networks' units exactly")
         profile_keys(table, list(iter_keys_of(nets.values(), T, R)), loader, path=table_path,
                      rounds=table.settings.get("rounds", 5),

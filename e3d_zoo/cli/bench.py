@@ -213,7 +213,7 @@ def profile_table(args: argparse.Namespace) -> Dict[str, Any]:
     if not specs and not cal_specs:
         raise ConfigError("--profile-table: nothing to profile; give --zoo, --arch A.json or --sample N")
     quiet = args.json or args.quiet
-    with Loader(table.backend, table.threads, kernel=_is_kernel(table)) as loader:
+    with Loader.for_table(table) as loader:
         keys = list(iter_keys_of(specs + cal_specs, frames, size, args.num_classes))
         added = profile_keys(table, keys, loader, path=path, rounds=args.rounds,
                              runs_per_round=args.runs_per_round, progress=not quiet)
@@ -257,7 +257,7 @@ def validate_predictor(args: argparse.Namespace) -> Dict[str, Any]:
     quiet = args.json or args.quiet
     if args.same_session:
         return _validate_same_session(args, table, specs, frames, size, quiet)
-    with Loader(table.backend, table.threads, kernel=_is_kernel(table)) as loader:
+    with Loader.for_table(table) as loader:
         if args.missing == "measure":
             profile_keys(table, list(iter_keys_of(specs, frames, size, args.num_classes)), loader,
                          path=table.path, rounds=table.settings.get("rounds", 5),

@@ -152,8 +152,7 @@ class LatencyPredictor:
         from .profile import Loader, profile_keys
 
         if self.loader is None:
-            self.loader = Loader(self.table.backend, self.table.threads,
-                                 kernel=self.table.settings.get("statistic") == "kernel")
+            self.loader = Loader.for_table(self.table)
         profile_keys(self.table, [key], self.loader, path=self.table.path, progress=False)
         self._fits_at = -1
 

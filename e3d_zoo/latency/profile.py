@@ -138,6 +138,12 @@ class Loader:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @classmethod
+    def for_table(cls, table: LatencyTable, workdir: Optional[Path] = None) -> "Loader":
+        """A loader that measures units the way ``table``'s entries were measured."""
+        return cls(table.backend, table.threads, workdir,
+                   kernel=table.settings.get("statistic") == "kernel")
+
     def load(self, module, frames: int, size: int, *, deployable: bool = True,
              profile: bool = False):
         """Export ``module`` for the backend and load it.
