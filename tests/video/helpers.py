@@ -98,68 +98,34 @@ def make_tiny_spec(**kwargs):
 
 
 class RTSPPublisher:
-    """A real RTSP session on 127.0.0.1: FFmpeg's RTSP muxer (through PyAV) publishes H.264
-    frames to a reader that listens (FFmpeg's RTSP demuxer with ``rtsp_flags=listen``), so
-    the reader side runs FFmpeg's RTSP client protocol stack (DESCRIBE/SETUP/RTP over TCP)
-    as a camera stream would, without an external server. The publisher retries its
-    connection for up to ``connect_timeout`` seconds while the reader starts listening.
+    """A real RTSP session on 127.0.0.1: FFmpeg's RTSP muxer (through PyAV, in a child
+    process) publishes H.264 frames to a reader that listens (FFmpeg's RTSP demuxer with
+    ``rtsp_flags=listen``), so the reader side runs FFmpeg's RTSP client protocol stack
+    (DESCRIBE/SETUP/RTP over TCP) as a camera stream would, without an external server. The
+    publisher retries its connection for up to ``connect_timeout`` seconds while the reader
+    starts listening.
     """
 
     #: what the reading side passes to FFmpeg (VideoReader(options=...), --input-option)
     READER_OPTIONS = {"rtsp_flags": "listen", "rtsp_transport": "tcp"}
 
     def __init__(self, frames, fps: int = 30, connect_timeout: float = 10.0):
-        import av
-
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         self.port = s.getsockname()[1]
         s.close()
         self.url = f"rtsp://127.0.0.1:{self.port}/live"
-        self.frames = list(frames)
-        self.error: Optional[BaseException] = None
-
-        def publish() -> None:
-            import time
-
-            h, w = self.frames[0].shape[:2]
-            deadline = time.monotonic() + connect_timeout
-            while True:
-                # the RTSP muxer connects when it writes its header, not at open
-                out = av.open(self.url, mode="w", format="rtsp", options={"rtsp_transport": "tcp"})
-                st = out.add_stream("libx264", rate=fps)
-                st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-                st.options = {"preset": "ultrafast", "tune": "zerolatency"}
-                try:
-                    out.start_encoding()
-                    break
-                except av.error.FFmpegError as exc:
-                    out.close()
-                    if time.monotonic() > deadline:
-                        self.error = exc
-                        return
-                    time.sleep(0.05)
-            try:
-                for i, img in enumerate(self.frames):
-                    frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                    frame.pts = i
-                    for packet in st.encode(frame):
-                        out.mux(packet)
-                    time.sleep(0.5 / fps)  # roughly live pace: a live source does not burst
-                for packet in st.encode():
-                    out.mux(packet)
-            except BaseException as exc:  # noqa: BLE001 - reported by the test
-                self.error = exc
-            finally:
-                out.close()
-
-        self.thread = threading.Thread(target=publish, daemon=True, name="rtsp-publisher")
-        self.thread.start()
+        self.proc, self._frames_file = _start_publisher(self.url, frames, fps, gop=fps,
+                                                        connect_timeout=connect_timeout)
 
     def join(self) -> None:
-        self.thread.join(timeout=30)
-        if self.error is not None:
-            raise self.error
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        finally:
+            os.unlink(self._frames_file)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"RTSP publisher exited with {self.proc.returncode}: "
+                               f"{err.decode(errors='replace')[-2000:]}")
 
 
 def counted_frames(n: int, h: int, w: int) -> Iterator[np.ndarray]:
@@ -180,24 +146,36 @@ def counted_number(image: np.ndarray) -> int:
     return sum(frame_number(image[:, k * b + 2:(k + 1) * b - 2]) * 12 ** k for k in range(3))
 
 
-# The RTSPServer's publisher, a separate process: FFmpeg's RTSP muxer through PyAV (PyAV
-# holds the GIL while the muxer connects and waits for the server's replies, so it cannot
-# share a process with a server written in Python). H.264 with SPS/PPS before every
-# keyframe and a short GOP, so a reader can join mid-stream; frames at live pace from the
-# moment stdin says "go".
+# The RTSP publisher of both helpers, a separate process: FFmpeg's RTSP muxer through PyAV
+# (PyAV holds the GIL while the muxer connects and waits for the server's replies, so it
+# cannot share a process with a server written in Python). H.264 with SPS/PPS before every
+# keyframe and a short GOP, so a reader can join mid-stream; frames at live pace. It retries
+# the connection until ``connect_timeout`` (a listening reader may not be up yet) and, with
+# ``wait_go``, starts sending only when stdin says so.
 _RTSP_PUBLISHER = r"""
 import sys, time
 import av, numpy as np
 url, path, fps, gop = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+connect_timeout, wait_go = float(sys.argv[5]), sys.argv[6] == "1"
 frames = np.load(path)
-out = av.open(url, mode="w", format="rtsp", options={"rtsp_transport": "tcp"})
-st = out.add_stream("libx264", rate=fps)
-st.height, st.width = frames.shape[1:3]
-st.pix_fmt = "yuv420p"
-st.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(gop),
-              "x264-params": f"repeat-headers=1:keyint={gop}:min-keyint={gop}"}
-out.start_encoding()  # connects: OPTIONS, ANNOUNCE (SDP), SETUP, RECORD
-sys.stdin.readline()
+deadline = time.monotonic() + connect_timeout
+while True:
+    out = av.open(url, mode="w", format="rtsp", options={"rtsp_transport": "tcp"})
+    st = out.add_stream("libx264", rate=fps)
+    st.height, st.width = frames.shape[1:3]
+    st.pix_fmt = "yuv420p"
+    st.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(gop),
+                  "x264-params": f"repeat-headers=1:keyint={gop}:min-keyint={gop}"}
+    try:
+        out.start_encoding()  # connects: OPTIONS, ANNOUNCE (SDP), SETUP, RECORD
+        break
+    except av.error.FFmpegError:
+        out.close()
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+if wait_go:
+    sys.stdin.readline()
 start = time.monotonic()
 for i, img in enumerate(frames):
     frame = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -211,6 +189,22 @@ for packet in st.encode():
     out.mux(packet)
 out.close()  # TEARDOWN
 """
+
+
+def _start_publisher(url: str, frames, fps: int, gop: int, *, connect_timeout: float = 0.0,
+                     wait_go: bool = False) -> Tuple[subprocess.Popen, str]:
+    """(process, frames file) of :data:`_RTSP_PUBLISHER` publishing ``frames`` to ``url``."""
+    import tempfile
+
+    fd, frames_file = tempfile.mkstemp(suffix=".npy", prefix="rtsp-frames-")
+    os.close(fd)
+    np.save(frames_file, np.stack(list(frames)))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RTSP_PUBLISHER, url, frames_file, str(fps), str(gop),
+         str(connect_timeout), "1" if wait_go else "0"],
+        stdin=subprocess.PIPE if wait_go else subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    return proc, frames_file
 
 
 class _RTSPConnection:
@@ -409,18 +403,12 @@ class RTSPServer:
             self._start(lambda: self._serve(conn), "rtsp-server-connection")
 
     def _publish(self, wait_for_reader: float) -> None:
-        import tempfile
-
-        fd, self._frames_file = tempfile.mkstemp(suffix=".npy", prefix="rtsp-frames-")
-        os.close(fd)
-        np.save(self._frames_file, np.stack(self.frames))
         with self._cond:
             if self._closing:
                 return
-            self._proc = proc = subprocess.Popen(
-                [sys.executable, "-c", _RTSP_PUBLISHER, self.url, self._frames_file,
-                 str(self.fps), str(self.gop)],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc, self._frames_file = _start_publisher(self.url, self.frames, self.fps, self.gop,
+                                                       wait_go=True)
+            self._proc = proc
             self._cond.wait_for(lambda: self._sdp is not None or self._closing, timeout=30)
             self._cond.wait_for(lambda: self.first_frames or self._closing, timeout=wait_for_reader)
         with proc:  # closes the pipes, waits for the process
