@@ -48,11 +48,23 @@ def test_list_prints_the_zoo_table(capsys):
 
 
 def test_score_and_ablation(capsys, tiny_arch_file):
-    assert main(["score", str(tiny_arch_file), "--json"]) == 0
+    assert main(["score", str(tiny_arch_file), "--frames", "5", "--json"]) == 0
     a = json.loads(capsys.readouterr().out)
-    assert main(["score", str(tiny_arch_file), "--no-refine", "--json"]) == 0
+    assert main(["score", str(tiny_arch_file), "--frames", "5", "--no-refine", "--json"]) == 0
     b = json.loads(capsys.readouterr().out)
     assert a["value"] != b["value"] and a["score"] == "stentr" and b["score"] == "entropy"
+
+
+def test_undefined_score_is_one_line_error_and_info_says_why(capsys, tiny_arch_file):
+    # at its own T = 4 the tiny net's (3, 3, 3) kernels are parallel to (T, r, r) = (4, 4, 4)
+    assert main(["score", str(tiny_arch_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "blocks[2]" in err and "undefined" in err
+    assert main(["info", str(tiny_arch_file), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["stentr"] is None and "parallel" in info["stentr_undefined"]
+    assert main(["info", str(tiny_arch_file)]) == 0
+    assert "undefined" in capsys.readouterr().out
 
 
 def test_convert_tinynas_round_trip_gives_reference_params(tmp_path, capsys):
