@@ -46,6 +46,13 @@ def conv_out(r: int, k: int, s: int) -> int:
     return (r + 2 * (k // 2) - k) // s + 1
 
 
+def feature_size(spec: ArchSpec, size: int) -> int:
+    """Spatial side of the network's output at a square frame ``size`` (timm's ``pool_size``)."""
+    for b in spec.blocks:
+        size = conv_out(size, b.k, b.stride)
+    return size
+
+
 def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(size, tuple):
         return size

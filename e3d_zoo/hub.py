@@ -45,10 +45,12 @@ CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
-_CLIP_KEYS = ("num_frames", "frame_stride", "input_layout")
-# A searched architecture saved by format 1 names itself; format 2 saves it under this
-# registered constructor (its structure travels in model_args.spec).
-_CUSTOM_ARCH_BASE = "e3d_s"
+# The clip fields of a pretrained cfg, which timm's image-only PretrainedCfg has none of.
+CLIP_KEYS = ("num_frames", "frame_stride", "input_layout")
+DEFAULT_FRAME_STRIDE = 2
+# The registered constructor a searched (non-zoo) architecture is built and saved under:
+# its preprocessing defaults are E3D-S's, its structure travels in model_args.spec.
+CUSTOM_ARCH_BASE = "e3d_s"
 LIBRARY_NAME = "e3d-zoo"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 _HOW_TO_GET = ("Train one with `e3d-train CONFIG` (it writes OUTPUT/model/), publish it with "
@@ -63,6 +65,17 @@ def _spec_of(model: nn.Module):
         raise WeightsError(f"save_pretrained: expected an E3D model (with .spec), found "
                            f"{type(model).__name__}")
     return spec
+
+
+def input_cfg(spec) -> Dict[str, Any]:
+    """The pretrained-cfg fields an architecture's input shape decides (timm's names)."""
+    from .complexity import feature_size
+
+    pool = feature_size(spec, spec.size)
+    smallest = 2 ** sum(b.stride == 2 for b in spec.blocks)  # one pixel after every downsampling
+    return {"input_size": (spec.in_chans, spec.size, spec.size), "pool_size": (pool, pool),
+            "min_input_size": (spec.in_chans, smallest, smallest),
+            "first_conv": "blocks.0.0.conv_pw" if spec.blocks[0].is_super else "blocks.0.conv"}
 
 
 def _pretrained_cfg_fields() -> Tuple[str, ...]:
@@ -89,13 +102,7 @@ def model_config(model: nn.Module, label_names: Optional[List[str]] = None) -> D
     allowed = set(_pretrained_cfg_fields()) - set(_SOURCE_KEYS)
     pretrained_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()
                       if k in allowed and v is not None}
-    size = spec.size
-    r = size
-    for b in spec.blocks:  # forward_features' spatial size, timm's pool_size
-        r = (r + 2 * (b.k // 2) - b.k) // b.stride + 1
-    smallest = 2 ** sum(b.stride == 2 for b in spec.blocks)
-    pretrained_cfg.update(input_size=[spec.in_chans, size, size], pool_size=[r, r],
-                          min_input_size=[spec.in_chans, smallest, smallest],
+    pretrained_cfg.update({k: list(v) if isinstance(v, tuple) else v for k, v in input_cfg(spec).items()},
                           num_classes=model.num_classes)
     if label_names is not None:
         if len(label_names) != model.num_classes:
@@ -105,9 +112,9 @@ def model_config(model: nn.Module, label_names: Optional[List[str]] = None) -> D
         pretrained_cfg["label_names"] = list(cfg["label_names"])
     else:
         pretrained_cfg.pop("label_names", None)
-    clip = {"num_frames": spec.frames, "frame_stride": cfg.get("frame_stride", 2),
+    clip = {"num_frames": spec.frames, "frame_stride": cfg.get("frame_stride", DEFAULT_FRAME_STRIDE),
             "input_layout": cfg.get("input_layout", "NCTHW")}
-    architecture = cfg.get("architecture") or _CUSTOM_ARCH_BASE
+    architecture = cfg.get("architecture") or CUSTOM_ARCH_BASE
     return {
         "architecture": architecture,
         "num_classes": model.num_classes,
@@ -338,11 +345,11 @@ def _config_v1(raw: Dict[str, Any], where: str) -> Dict[str, Any]:
     if "head_hidden" in raw:
         spec = spec.replace(head_hidden=int(raw["head_hidden"]))
     pc = dict(raw.get("pretrained_cfg") or {})
-    clip = {k: pc.pop(k) for k in _CLIP_KEYS if k in pc}
+    clip = {k: pc.pop(k) for k in CLIP_KEYS if k in pc}
     fields = set(_pretrained_cfg_fields()) - set(_SOURCE_KEYS)
     pc = {k: v for k, v in pc.items() if k in fields}
     arch = raw.get("architecture")
-    return {"architecture": arch if isinstance(arch, str) and is_model(arch) else _CUSTOM_ARCH_BASE,
+    return {"architecture": arch if isinstance(arch, str) and is_model(arch) else CUSTOM_ARCH_BASE,
             "num_classes": int(raw.get("num_classes", pc.get("num_classes", 0))),
             "pretrained_cfg": pc, "spec": spec, "video_cfg": clip,
             "model_args": {"global_pool": raw["global_pool"]} if raw.get("global_pool") else {}}

@@ -33,16 +33,12 @@ from timm.models._features import (FeatureDictNet, FeatureGetterNet, FeatureHook
 from timm.models._features_fx import FeatureGraphNet
 
 from . import hub
-from .complexity import conv_out
 from .errors import ArchError, ModelNotFoundError, WeightsError
 from .model import E3D
 from .spec import ArchSpec, load_arch
 
 ZOO_MODELS = ("e3d_s", "e3d_m", "e3d_l")
-# The constructor a searched (non-zoo) architecture is built and saved under; its
-# preprocessing defaults are E3D-S's, its structure comes from model_args.
-CUSTOM_ARCH_BASE = "e3d_s"
-DEFAULT_FRAME_STRIDE = 2
+CUSTOM_ARCH_BASE = hub.CUSTOM_ARCH_BASE
 _FEATURE_CLASSES = {"getter": FeatureGetterNet, "list": FeatureListNet, "dict": FeatureDictNet,
                     "hook": FeatureHookNet, "fx": FeatureGraphNet}
 
@@ -59,36 +55,17 @@ def load_zoo_arch(name: str) -> ArchSpec:
     return load_arch(path)
 
 
-def pool_size(spec: ArchSpec, size: Optional[int] = None) -> tuple:
-    """(H, W) of ``forward_features`` at a square frame size (timm's ``pool_size``)."""
-    r = spec.size if size is None else size
-    for b in spec.blocks:
-        r = conv_out(r, b.k, b.stride)
-    return r, r
-
-
-def input_cfg(spec: ArchSpec) -> Dict[str, Any]:
-    """The pretrained-cfg keys that follow from an architecture's input shape."""
-    smallest = 2 ** sum(b.stride == 2 for b in spec.blocks)  # one pixel after every downsampling
-    return {"input_size": (spec.in_chans, spec.size, spec.size), "pool_size": pool_size(spec),
-            "min_input_size": (spec.in_chans, smallest, smallest),
-            "first_conv": "blocks.0.0.conv_pw" if spec.blocks[0].is_super else "blocks.0.conv"}
-
-
-def clip_cfg(spec: ArchSpec, frame_stride: int = DEFAULT_FRAME_STRIDE) -> Dict[str, Any]:
+def clip_cfg(spec: ArchSpec, frame_stride: int = hub.DEFAULT_FRAME_STRIDE) -> Dict[str, Any]:
     """The clip half of a pretrained config: ``num_frames`` and ``frame_stride`` say how
     the pipelines sample a clip, ``input_layout`` what the network takes."""
     return {"num_frames": spec.frames, "frame_stride": frame_stride, "input_layout": "NCTHW"}
-
-
-VIDEO_CFG_KEYS = ("num_frames", "frame_stride", "input_layout")
 
 
 def _cfg(name: str, **kwargs: Any) -> Dict[str, Any]:
     spec = load_zoo_arch(name)
     cfg = {
         "num_classes": 400,
-        **input_cfg(spec),
+        **hub.input_cfg(spec),
         "crop_pct": 1.0,
         "interpolation": "bilinear",
         "mean": IMAGENET_DEFAULT_MEAN,
@@ -160,11 +137,11 @@ def _create_e3d(variant: str, pretrained: bool = False, spec=None,
     feature_cfg = _feature_cfg(spec, kwargs)
     if not kwargs.get("pretrained_cfg"):
         # The registry cfg describes the zoo architecture; another spec brings its shape.
-        kwargs["pretrained_cfg_overlay"] = {**input_cfg(spec),
+        kwargs["pretrained_cfg_overlay"] = {**hub.input_cfg(spec),
                                             **(kwargs.get("pretrained_cfg_overlay") or {})}
     model = build_model_with_cfg(E3D, variant, pretrained=False, spec=spec, **kwargs)
     clip = clip_cfg(spec)
-    clip.update({k: v for k, v in (video_cfg or {}).items() if k in VIDEO_CFG_KEYS})
+    clip.update({k: v for k, v in (video_cfg or {}).items() if k in hub.CLIP_KEYS})
     model.pretrained_cfg.update(clip)  # in place: default_cfg is the same dict
     if pretrained:
         hub.load_pretrained_weights(model, model.pretrained_cfg, cache_dir=kwargs.get("cache_dir"))
@@ -226,7 +203,7 @@ def spec_for(name_or_path: str | os.PathLike | ArchSpec, *, frames: Optional[int
 def create_model(name_or_path: str | os.PathLike | ArchSpec, pretrained: bool = False,
                  **kwargs: Any) -> nn.Module:
     """Build an E3D model from a registered name, an arch file, a spec, an
-    ``hf-hub:ORG/NAME[@REV]`` id or a ``local-dir:FOLDER`` save-pretrained folder.
+    ``hf-hub:ORG/NAME[@REV]`` id or a save-pretrained folder (``local-dir:`` optional).
 
     Keyword arguments are timm's (``num_classes``, ``in_chans``, ``global_pool``,
     ``drop_rate``, ``drop_path_rate``, ``features_only``, ``out_indices``,
@@ -235,6 +212,8 @@ def create_model(name_or_path: str | os.PathLike | ArchSpec, pretrained: bool = 
     if isinstance(name_or_path, str) and name_or_path.startswith(("hf-hub:", "local-dir:")):
         source = name_or_path[len("local-dir:"):] if name_or_path.startswith("local-dir:") else name_or_path
         return hub.from_pretrained(source, pretrained=pretrained, **kwargs)
+    if not isinstance(name_or_path, ArchSpec) and os.path.isdir(name_or_path):  # a save-pretrained folder
+        return hub.from_pretrained(name_or_path, pretrained=pretrained, **kwargs)
     if isinstance(name_or_path, str) and name_or_path in ZOO_MODELS:
         return _create_e3d(name_or_path, pretrained, **kwargs)
     spec = spec_for(name_or_path)

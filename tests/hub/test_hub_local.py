@@ -160,6 +160,7 @@ def test_timm_local_dir_loads_our_folder_with_identical_outputs(tmp_path, clip):
         expected = model(clip)
     for build in (lambda: timm.create_model(f"local-dir:{folder}", pretrained=True),
                   lambda: e3d_zoo.create_model(f"local-dir:{folder}", pretrained=True),
+                  lambda: e3d_zoo.create_model(folder, pretrained=True),
                   lambda: from_pretrained(folder)):
         loaded = build().eval()
         with torch.no_grad():
