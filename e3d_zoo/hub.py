@@ -458,8 +458,14 @@ def adapt_input_channels(model: nn.Module, state: Dict[str, torch.Tensor], sourc
     if weight.dim() != 5 or weight.shape[1] == module.in_channels or weight.shape[0] != module.out_channels:
         return
     o, i, kt, kh, kw = weight.shape
+    as_2d = weight.reshape(o, i, kt * kh, kw)
     try:
-        adapted = adapt_input_conv(module.in_channels, weight.reshape(o, i, kt * kh, kw), base_chans=i)
+        try:
+            adapted = adapt_input_conv(module.in_channels, as_2d, base_chans=i)
+        except TypeError:  # timm before base_chans (<= 1.0.25) adapts from 3 channels only
+            if i != 3:
+                raise NotImplementedError("this timm adapts 3-channel weights only; upgrade timm") from None
+            adapted = adapt_input_conv(module.in_channels, as_2d)
     except (NotImplementedError, ValueError, AssertionError) as exc:
         raise WeightsError(f"{source}: cannot adapt {key} from {i} to {module.in_channels} input "
                            f"channels: {exc}") from None

@@ -23,17 +23,17 @@ from e3d_zoo.zoo import ZOO_MODELS
 
 from adapt_timm_tests import adapt
 
-# Every test of timm's test_models.py that is parametrized over the registry and applies
-# to E3D: forward (+ grad checkpointing), backward, cfgs, torchscript, features_only,
-# forward_intermediates, pruning, fx, fx backward, fx + torchscript. Not here: the
-# non-standard-model cfg test (E3D is standard) and the pretrained-weight tests (they
-# select models with published weights; none are published).
-EXPECTED_TESTS = {
+# The tests of timm's test_models.py that are parametrized over the registry and apply to
+# E3D: forward (+ grad checkpointing), backward, cfgs, torchscript, features_only,
+# forward_intermediates, fx, fx backward, fx + torchscript; all must run and pass. Any
+# other test that selects E3D must pass too (timm 1.0.31 adds its pruning contract). Not
+# here: the non-standard-model cfg test (E3D is standard) and the pretrained-weight tests
+# (they select models with published weights; none are published).
+REQUIRED_TESTS = {
     "test_model_forward", "test_model_backward", "test_model_default_cfgs",
     "test_model_forward_torchscript", "test_model_forward_features",
     "test_model_forward_intermediates_features", "test_model_forward_intermediates",
-    "test_prune_intermediate_layers_contract", "test_model_forward_fx", "test_model_backward_fx",
-    "test_model_forward_fx_torchscript",
+    "test_model_forward_fx", "test_model_backward_fx", "test_model_forward_fx_torchscript",
 }
 
 
@@ -110,5 +110,6 @@ def test_timm_test_models_pass(timm_suite, model, tmp_path):
     not_passed = {name: status for name, status in results.items() if status != "passed"}
     report = f"timm's tests for {model} (exit {res.returncode}):\n{res.stdout[-6000:]}\n{res.stderr[-2000:]}"
     assert res.returncode == 0 and not not_passed, report
-    assert ran == EXPECTED_TESTS, f"expected timm's {sorted(EXPECTED_TESTS)} to run, ran {sorted(ran)}\n{report}"
+    assert REQUIRED_TESTS <= ran, (f"expected timm's {sorted(REQUIRED_TESTS - ran)} to run too, "
+                                   f"ran {sorted(ran)}\n{report}")
     assert all(f"-{model}]" in name or f"[{model}]" in name for name in results)
