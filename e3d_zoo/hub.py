@@ -92,8 +92,11 @@ _SOURCE_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "so
 
 def model_config(model: nn.Module, label_names: Optional[List[str]] = None) -> Dict[str, Any]:
     """config.json content for ``model`` (see the module docstring)."""
+    from timm.models import is_model
+
     spec = _spec_of(model)
-    if getattr(model, "global_pool", None) is None or not hasattr(model, "head_fc"):
+    blocks = getattr(model, "blocks", ())
+    if not hasattr(model, "head_fc") or len(blocks) != len(spec.blocks):
         raise WeightsError(f"save_pretrained: expected a full E3D model, found "
                            f"{type(model).__name__} (save the model before wrapping or pruning it)")
     hidden = model.head_fc.out_features if isinstance(model.head_fc, nn.Linear) else 0
@@ -114,7 +117,9 @@ def model_config(model: nn.Module, label_names: Optional[List[str]] = None) -> D
         pretrained_cfg.pop("label_names", None)
     clip = {"num_frames": spec.frames, "frame_stride": cfg.get("frame_stride", DEFAULT_FRAME_STRIDE),
             "input_layout": cfg.get("input_layout", "NCTHW")}
-    architecture = cfg.get("architecture") or CUSTOM_ARCH_BASE
+    architecture = cfg.get("architecture")
+    if not isinstance(architecture, str) or not is_model(architecture):
+        architecture = CUSTOM_ARCH_BASE
     return {
         "architecture": architecture,
         "num_classes": model.num_classes,

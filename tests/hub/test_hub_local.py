@@ -257,3 +257,15 @@ def test_config_problems_are_named(tmp_path):
         with pytest.raises(WeightsError) as info:
             from_pretrained(folder)
         assert needle in str(info.value) and "config.json" in str(info.value)
+
+
+def test_wrapped_or_pruned_models_are_refused_by_save_pretrained(tmp_path):
+    import e3d_zoo
+
+    with pytest.raises(WeightsError, match="expected an E3D model"):
+        save_pretrained(e3d_zoo.create_model(make_tiny_spec(), features_only=True), tmp_path / "f")
+    pruned = e3d_zoo.create_model(make_tiny_spec())
+    pruned.prune_intermediate_layers([1])
+    with pytest.raises(WeightsError, match="expected a full E3D model"):
+        save_pretrained(pruned, tmp_path / "p")
+    assert not (tmp_path / "f").exists() and not (tmp_path / "p").exists()
