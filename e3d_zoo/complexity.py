@@ -10,8 +10,10 @@ Conventions are those of ``shared/reference/E3D_DEFINITIONS.md``:
 """
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
+from . import stentr
+from .errors import ArchError
 from .spec import ArchSpec, BlockSpec
 
 
@@ -42,6 +44,13 @@ class ConvLayer(NamedTuple):
 def conv_out(r: int, k: int, s: int) -> int:
     """Output size of a conv with padding k//2 (and of the ceil-mode AvgPool shortcut)."""
     return (r + 2 * (k // 2) - k) // s + 1
+
+
+def feature_size(spec: ArchSpec, size: int) -> int:
+    """Spatial side of the network's output at a square frame ``size`` (timm's ``pool_size``)."""
+    for b in spec.blocks:
+        size = conv_out(size, b.k, b.stride)
+    return size
 
 
 def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -139,3 +148,31 @@ def block_layers(b: BlockSpec) -> int:
 def num_layers(spec: ArchSpec) -> int:
     """1 per plain conv block + 3 per residual layer (E3D-S: 83)."""
     return sum(block_layers(b) for b in spec.blocks)
+
+
+def summary(spec: ArchSpec, frames: int | None = None, size: int | None = None,
+            num_classes: int = 400) -> dict[str, Any]:
+    """Every derived number of ``spec`` at a clip shape (default: the spec's own).
+
+    ``stentr`` is None where the score is undefined (see :mod:`e3d_zoo.stentr`), with
+    the reason in ``stentr_undefined``: the costs still describe the network.
+    """
+    T = spec.frames if frames is None else frames
+    R = spec.size if size is None else size
+    out = {
+        "name": spec.name,
+        "frames": T,
+        "size": R,
+        "params": params(spec, num_classes=num_classes),
+        "params_backbone": params(spec, num_classes=None),
+        "macs": macs(spec, T, R, num_classes=num_classes),
+        "tinynas_flops": tinynas_flops(spec, T, R),
+        "layers": num_layers(spec),
+        "stentr": None,
+        "num_classes": num_classes,
+    }
+    try:
+        out["stentr"] = stentr.stentr_score(spec, T, R)
+    except ArchError as exc:
+        out["stentr_undefined"] = str(exc)
+    return out

@@ -3,15 +3,28 @@
 A save-pretrained folder (what ``e3d-zoo push`` uploads, what ``hf-hub:`` ids name)::
 
     model.safetensors   the state_dict (safetensors)
-    config.json         timm's layout (architecture, num_classes, pretrained_cfg) plus
-                        "e3d": {"spec": <the arch JSON>} so any searched net rebuilds
+    config.json         timm's layout, so timm's own loader reads it:
+                        {"architecture": "e3d_s", "num_classes": ..., "num_features": ...,
+                         "global_pool": "avg",
+                         "pretrained_cfg": {only timm PretrainedCfg fields},
+                         "model_args": {"spec": <the arch JSON>, "video_cfg": {num_frames,
+                                        frame_stride, input_layout}, "in_chans": ...},
+                         "e3d": {"format_version": 2}}
     README.md           a model card: metrics, intended use, a usage snippet
+
+``timm.create_model("hf-hub:ORG/NAME", pretrained=True)`` and ``"local-dir:FOLDER"``
+pass ``model_args`` to the registered constructor (``architecture``), which rebuilds
+any searched network from its spec and restores the clip fields, then loads the
+weights through :func:`load_pretrained_weights`. :func:`from_pretrained` goes the
+same way after checking the config itself (one clear error per problem); version-1
+folders (clip fields inside ``pretrained_cfg``, which timm rejects) still load here.
 
 Loading goes through huggingface_hub (``hf_hub_download``), so its cache,
 ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and revision pinning (``hf-hub:org/name@rev``)
 apply. Pickle checkpoints are read with ``torch.load(weights_only=True)`` only, and
 checkpoints saved by the reference implementation (``block_list.*``, ``fc_linear.*``)
-are renamed to this package's keys.
+are renamed to this package's keys. This module builds no models itself (timm's
+registry does), so the zoo can import it without an import cycle.
 """
 from __future__ import annotations
 
@@ -30,7 +43,14 @@ from .errors import ArchError, HubError, WeightsError
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+# The clip fields of a pretrained cfg, which timm's image-only PretrainedCfg has none of.
+CLIP_KEYS = ("num_frames", "frame_stride", "input_layout")
+DEFAULT_FRAME_STRIDE = 2
+# The registered constructor a searched (non-zoo) architecture is built and saved under:
+# its preprocessing defaults are E3D-S's, its structure travels in model_args.spec.
+CUSTOM_ARCH_BASE = "e3d_s"
 LIBRARY_NAME = "e3d-zoo"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 _HOW_TO_GET = ("Train one with `e3d-train CONFIG` (it writes OUTPUT/model/), publish it with "
@@ -47,30 +67,68 @@ def _spec_of(model: nn.Module):
     return spec
 
 
+def input_cfg(spec) -> Dict[str, Any]:
+    """The pretrained-cfg fields an architecture's input shape decides (timm's names)."""
+    from .complexity import feature_size
+
+    pool = feature_size(spec, spec.size)
+    smallest = 2 ** sum(b.stride == 2 for b in spec.blocks)  # one pixel after every downsampling
+    return {"input_size": (spec.in_chans, spec.size, spec.size), "pool_size": (pool, pool),
+            "min_input_size": (spec.in_chans, smallest, smallest),
+            "first_conv": "blocks.0.0.conv_pw" if spec.blocks[0].is_super else "blocks.0.conv"}
+
+
+def _pretrained_cfg_fields() -> Tuple[str, ...]:
+    from dataclasses import fields
+
+    from timm.models import PretrainedCfg
+
+    return tuple(f.name for f in fields(PretrainedCfg))
+
+
+_SOURCE_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "architecture",
+                "tag", "custom_load")
+
+
 def model_config(model: nn.Module, label_names: Optional[List[str]] = None) -> Dict[str, Any]:
-    """config.json content for ``model``."""
+    """config.json content for ``model`` (see the module docstring)."""
+    from timm.models import is_model
+
     spec = _spec_of(model)
+    blocks = getattr(model, "blocks", ())
+    if not hasattr(model, "head_fc") or len(blocks) != len(spec.blocks):
+        raise WeightsError(f"save_pretrained: expected a full E3D model, found "
+                           f"{type(model).__name__} (save the model before wrapping or pruning it)")
+    hidden = model.head_fc.out_features if isinstance(model.head_fc, nn.Linear) else 0
+    spec = spec.replace(head_hidden=hidden)
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    keep = ("input_size", "crop_pct", "interpolation", "mean", "std", "num_frames", "frame_stride",
-            "input_layout", "license", "hf_hub_id", "first_conv", "classifier")
-    pretrained_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if k in keep}
-    pretrained_cfg["num_frames"] = spec.frames
-    pretrained_cfg["input_size"] = [spec.in_chans, spec.size, spec.size]
-    pretrained_cfg["num_classes"] = model.num_classes
+    allowed = set(_pretrained_cfg_fields()) - set(_SOURCE_KEYS)
+    pretrained_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()
+                      if k in allowed and v is not None}
+    pretrained_cfg.update({k: list(v) if isinstance(v, tuple) else v for k, v in input_cfg(spec).items()},
+                          num_classes=model.num_classes)
     if label_names is not None:
         if len(label_names) != model.num_classes:
             raise WeightsError(f"label_names: {len(label_names)} names for a {model.num_classes}-class head")
         pretrained_cfg["label_names"] = list(label_names)
-    elif cfg.get("label_names"):
+    elif cfg.get("label_names") and len(cfg["label_names"]) == model.num_classes:
         pretrained_cfg["label_names"] = list(cfg["label_names"])
+    else:
+        pretrained_cfg.pop("label_names", None)
+    clip = {"num_frames": spec.frames, "frame_stride": cfg.get("frame_stride", DEFAULT_FRAME_STRIDE),
+            "input_layout": cfg.get("input_layout", "NCTHW")}
+    architecture = cfg.get("architecture")
+    if not isinstance(architecture, str) or not is_model(architecture):
+        architecture = CUSTOM_ARCH_BASE
     return {
-        "architecture": spec.name or "e3d_custom",
+        "architecture": architecture,
         "num_classes": model.num_classes,
         "num_features": model.num_features,
         "global_pool": model.global_pool,
-        "head_hidden": model.head_hidden_size,
         "pretrained_cfg": pretrained_cfg,
-        "e3d": {"format_version": FORMAT_VERSION, "spec": spec.to_dict()},
+        "model_args": {"spec": spec.to_dict(), "video_cfg": clip, "in_chans": spec.in_chans,
+                       "global_pool": model.global_pool},
+        "e3d": {"format_version": FORMAT_VERSION},
     }
 
 
@@ -79,10 +137,10 @@ def model_card(config: Mapping[str, Any], metrics: Optional[Mapping[str, Any]] =
     """A README.md model card with Hub metadata, metrics, intended use and usage."""
     from . import complexity
 
-    spec_dict = config["e3d"]["spec"]
     from .spec import ArchSpec
 
-    spec = ArchSpec.from_dict(spec_dict)
+    spec = ArchSpec.from_dict(config["model_args"]["spec"])
+    clip = config["model_args"]["video_cfg"]
     pc = config["pretrained_cfg"]
     name = config["architecture"]
     labels = pc.get("label_names")
@@ -95,7 +153,8 @@ def model_card(config: Mapping[str, Any], metrics: Optional[Mapping[str, Any]] =
              "Entropy of Deep 3D CNNs for Efficient Video Recognition*), packaged with "
              "[e3d-zoo](https://github.com/e3d-zoo/e3d-zoo).", "",
              "## Model details", "",
-             f"- input: clips of {T} frames at {R}x{R} pixels, layout {pc.get('input_layout', 'NCTHW')}, "
+             f"- input: clips of {T} frames at {R}x{R} pixels (every {clip['frame_stride']}th frame), "
+             f"layout {clip['input_layout']}, "
              f"mean {pc.get('mean')}, std {pc.get('std')}",
              f"- classes: {config['num_classes']}" + (f" ({', '.join(map(str, labels[:20]))}"
                                                      f"{', ...' if len(labels) > 20 else ''})" if labels else ""),
@@ -115,8 +174,11 @@ def model_card(config: Mapping[str, Any], metrics: Optional[Mapping[str, Any]] =
                                "distribution is unknown."),
               "", "## Usage", "", "```python", "import e3d_zoo", "",
               f"model = e3d_zoo.create_model({load_id!r}, pretrained=True).eval()",
-              f"clip = ...  # float tensor (1, 3, {T}, {R}, {R}), normalised with the mean/std above",
-              "logits = model(clip)", "```", ""]
+              f"clip = ...  # float tensor (1, {spec.in_chans}, {T}, {R}, {R}), normalised with the mean/std above",
+              "logits = model(clip)", "```", "",
+              "timm builds it too, once `e3d_zoo` is imported (it registers the architecture):", "",
+              "```python", "import e3d_zoo, timm", "",
+              f"model = timm.create_model({load_id!r}, pretrained=True)", "```", ""]
     return "\n".join(lines)
 
 
@@ -130,8 +192,6 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, label_names:
 
     model = getattr(model, "module", model)  # DDP / EMA wrappers
     config = model_config(model, label_names)
-    if repo_id:
-        config["pretrained_cfg"]["hf_hub_id"] = repo_id
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     folder = Path(folder)
     with atomic_dir(folder) as staging:
@@ -155,14 +215,16 @@ def parse_hub_id(source: str) -> Tuple[str, Optional[str]]:
     return rid, revision
 
 
-def _hub_file(repo_id: str, filename: str, revision: Optional[str]) -> Path:
+def _hub_file(repo_id: str, filename: str, revision: Optional[str],
+              cache_dir: Optional[str | os.PathLike] = None) -> Path:
     """One file of a Hub repo through huggingface_hub's cache; HubError names the repo."""
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub import errors as hf_errors
 
     where = f"Hugging Face Hub repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, library_name=LIBRARY_NAME))
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
+                                    library_name=LIBRARY_NAME))
     except hf_errors.RevisionNotFoundError:
         raise HubError(f"{where}: no such revision (branch, tag or commit). {_HOW_TO_GET}") from None
     except hf_errors.RepositoryNotFoundError:
@@ -183,7 +245,8 @@ def _hub_file(repo_id: str, filename: str, revision: Optional[str]) -> Path:
         raise HubError(f"{where}: download of {filename!r} failed: {exc}. {_HOW_TO_GET}") from None
 
 
-def _resolve(source: str | os.PathLike, revision: Optional[str] = None) -> Tuple[Optional[Path], Optional[Path], str]:
+def _resolve(source: str | os.PathLike, revision: Optional[str] = None,
+             cache_dir: Optional[str | os.PathLike] = None) -> Tuple[Optional[Path], Optional[Path], str]:
     """(config path or None, weights path, description) for a folder, file or Hub id."""
     if isinstance(source, Path) or os.path.exists(os.fspath(source)):
         path = Path(source)
@@ -203,46 +266,98 @@ def _resolve(source: str | os.PathLike, revision: Optional[str] = None) -> Tuple
         raise WeightsError(f"{source}: no such file or folder (for a Hub repo write 'hf-hub:ORG/NAME')")
     repo_id, rev = parse_hub_id(source)
     rev = revision or rev
-    cfg = _hub_file(repo_id, CONFIG_NAME, rev)
-    weights = _hub_file(repo_id, WEIGHTS_NAME, rev)
+    cfg = _hub_file(repo_id, CONFIG_NAME, rev, cache_dir)
+    weights = _hub_file(repo_id, WEIGHTS_NAME, rev, cache_dir)
     return cfg, weights, f"hf-hub:{repo_id}" + (f"@{rev}" if rev else "")
 
 
 def load_config(source: str | os.PathLike, revision: Optional[str] = None) -> Dict[str, Any]:
-    """The parsed config.json of a folder or Hub repo, with ``spec`` as an ArchSpec."""
-    from .spec import ArchSpec
-
+    """The checked config.json of a folder or Hub repo: ``architecture`` (a registered
+    constructor), ``num_classes``, ``pretrained_cfg`` (timm's fields only), ``spec``
+    (an ArchSpec), ``video_cfg``, ``model_args`` (the other constructor arguments)."""
     if isinstance(source, Path) or os.path.exists(os.fspath(source)):
         path = Path(source)
         cfg_path = path / CONFIG_NAME if path.is_dir() else path.parent / CONFIG_NAME
-        where = str(path)
     else:
         text = os.fspath(source)
         if not text.startswith("hf-hub:") and not re.fullmatch(r"[\w.-]+/[\w.-]+(@.+)?", text):
             raise WeightsError(f"{text}: no such file or folder (for a Hub repo write 'hf-hub:ORG/NAME')")
         repo_id, rev = parse_hub_id(text)
         cfg_path = _hub_file(repo_id, CONFIG_NAME, revision or rev)
-        where = f"hf-hub:{repo_id}"
+    where = str(cfg_path)
     try:
-        config = json.loads(Path(cfg_path).read_text(encoding="utf-8"))
+        raw = json.loads(Path(cfg_path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise WeightsError(f"{where}: no {CONFIG_NAME}; a weights file alone does not say which "
+        raise WeightsError(f"{source}: no {CONFIG_NAME}; a weights file alone does not say which "
                            "architecture it is for (pass the model, or use a save-pretrained folder)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WeightsError(f"{cfg_path}: not a readable JSON config: {exc}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("e3d"), dict) or "spec" not in config["e3d"]:
-        raise WeightsError(f"{cfg_path}: not an e3d-zoo config (expected an 'e3d' object with the "
-                           "architecture 'spec')")
-    version = config["e3d"].get("format_version", FORMAT_VERSION)
-    if version != FORMAT_VERSION:
-        raise WeightsError(f"{cfg_path}: e3d.format_version {version!r}; this e3d-zoo reads "
-                           f"{FORMAT_VERSION} (upgrade e3d-zoo)")
+    if not isinstance(raw, dict) or not isinstance(raw.get("e3d"), dict):
+        raise WeightsError(f"{where}: not an e3d-zoo config (expected an 'e3d' object; "
+                           "written by e3d_zoo.hub.save_pretrained)")
+    version = raw["e3d"].get("format_version", FORMAT_VERSION)
+    if version not in _READABLE_VERSIONS:
+        raise WeightsError(f"{where}: e3d.format_version {version!r}; this e3d-zoo reads "
+                           f"{list(_READABLE_VERSIONS)} (upgrade e3d-zoo)")
+    config = _config_v1(raw, where) if version == 1 else _config_v2(raw, where)
+    config["_path"] = str(cfg_path)
+    config["format_version"] = version
+    return config
+
+
+def _checked_spec(data: Any, where: str):
+    from .spec import ArchSpec
+
     try:
-        config["spec"] = ArchSpec.from_dict(config["e3d"]["spec"], source=f"{cfg_path}: e3d.spec")
+        return ArchSpec.from_dict(data, source=where)
     except ArchError as exc:
         raise WeightsError(str(exc)) from None
-    config["_path"] = str(cfg_path)
-    return config
+
+
+def _config_v2(raw: Dict[str, Any], where: str) -> Dict[str, Any]:
+    from timm.models import is_model
+
+    arch = raw.get("architecture")
+    if not isinstance(arch, str) or not is_model(arch):
+        raise WeightsError(f"{where}: architecture: {arch!r} is not a registered model "
+                           "(expected an e3d-zoo constructor such as 'e3d_s')")
+    args = raw.get("model_args")
+    if not isinstance(args, dict) or "spec" not in args:
+        raise WeightsError(f"{where}: model_args: expected an object with the architecture 'spec'")
+    pc = raw.get("pretrained_cfg")
+    if not isinstance(pc, dict):
+        raise WeightsError(f"{where}: pretrained_cfg: expected an object, found {type(pc).__name__}")
+    unknown = sorted(k for k in pc if k not in _pretrained_cfg_fields())
+    if unknown:
+        raise WeightsError(f"{where}: pretrained_cfg: unknown key(s) {unknown}; timm's PretrainedCfg "
+                           "has no such fields (clip fields belong in model_args.video_cfg)")
+    clip = args.get("video_cfg") or {}
+    if not isinstance(clip, dict):
+        raise WeightsError(f"{where}: model_args.video_cfg: expected an object")
+    spec = _checked_spec(args["spec"], f"{where}: model_args.spec")
+    extra = {k: v for k, v in args.items() if k not in ("spec", "video_cfg")}
+    return {"architecture": arch, "num_classes": int(raw.get("num_classes", pc.get("num_classes", 0))),
+            "pretrained_cfg": dict(pc), "spec": spec, "video_cfg": dict(clip), "model_args": extra}
+
+
+def _config_v1(raw: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """Format 1: the spec in e3d.spec, clip fields inside pretrained_cfg."""
+    from timm.models import is_model
+
+    if "spec" not in raw["e3d"]:
+        raise WeightsError(f"{where}: not an e3d-zoo config (expected the architecture in e3d.spec)")
+    spec = _checked_spec(raw["e3d"]["spec"], f"{where}: e3d.spec")
+    if "head_hidden" in raw:
+        spec = spec.replace(head_hidden=int(raw["head_hidden"]))
+    pc = dict(raw.get("pretrained_cfg") or {})
+    clip = {k: pc.pop(k) for k in CLIP_KEYS if k in pc}
+    fields = set(_pretrained_cfg_fields()) - set(_SOURCE_KEYS)
+    pc = {k: v for k, v in pc.items() if k in fields}
+    arch = raw.get("architecture")
+    return {"architecture": arch if isinstance(arch, str) and is_model(arch) else CUSTOM_ARCH_BASE,
+            "num_classes": int(raw.get("num_classes", pc.get("num_classes", 0))),
+            "pretrained_cfg": pc, "spec": spec, "video_cfg": clip,
+            "model_args": {"global_pool": raw["global_pool"]} if raw.get("global_pool") else {}}
 
 
 # ---- reading state dicts -------------------------------------------------------
@@ -324,19 +439,60 @@ def convert_reference_state_dict(state: MutableMapping[str, torch.Tensor]) -> Di
 
 # ---- applying a state dict -----------------------------------------------------
 
-def _head_keys(model: nn.Module) -> Tuple[str, ...]:
-    return ("classifier.weight", "classifier.bias")
+_HEAD_KEYS = ("classifier.weight", "classifier.bias")
+
+
+def _first_conv(model: nn.Module) -> Optional[Tuple[str, nn.Conv3d]]:
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv3d)), None)
+
+
+def adapt_input_channels(model: nn.Module, state: Dict[str, torch.Tensor], source: str) -> None:
+    """Make the checkpoint's first conv take the model's input channels, in place.
+
+    timm's ``adapt_input_conv`` (sum the RGB filters for one channel; repeat and rescale
+    them for more) works on 2D weights; a (O, I, kt, k, k) weight is viewed as
+    (O, I, kt * k, k) for it, which leaves the channel axis alone.
+    """
+    from timm.models import adapt_input_conv
+
+    first = _first_conv(model)
+    if first is None or f"{first[0]}.weight" not in state:
+        return
+    key, module = f"{first[0]}.weight", first[1]
+    weight = state[key]
+    if weight.dim() != 5 or weight.shape[1] == module.in_channels or weight.shape[0] != module.out_channels:
+        return
+    o, i, kt, kh, kw = weight.shape
+    as_2d = weight.reshape(o, i, kt * kh, kw)
+    try:
+        try:
+            adapted = adapt_input_conv(module.in_channels, as_2d, base_chans=i)
+        except TypeError:  # timm before base_chans (<= 1.0.25) adapts from 3 channels only
+            if i != 3:
+                raise NotImplementedError("this timm adapts 3-channel weights only; upgrade timm") from None
+            adapted = adapt_input_conv(module.in_channels, as_2d)
+    except (NotImplementedError, ValueError, AssertionError) as exc:
+        raise WeightsError(f"{source}: cannot adapt {key} from {i} to {module.in_channels} input "
+                           f"channels: {exc}") from None
+    state[key] = adapted.reshape(o, module.in_channels, kt, kh, kw).to(weight.dtype)
 
 
 def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> Dict[str, Any]:
-    """Load ``state`` into ``model``. A classifier of another size is re-initialised with
-    a warning; any other missing, unexpected or mis-shaped key is a WeightsError listing them."""
+    """Load ``state`` into ``model``. The first conv is adapted to the model's input
+    channels; a classifier of another size is re-initialised with a warning, and one the
+    model does not have (``num_classes=0``) is dropped; any other missing, unexpected or
+    mis-shaped key is a WeightsError listing them."""
+    state = dict(state)
+    adapt_input_channels(model, state, source)
     own = model.state_dict()
+    head = set(_HEAD_KEYS)
+    dropped_head = [k for k in state if k in head and k not in own]
+    for k in dropped_head:
+        del state[k]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
                   if k in state and state[k].shape != own[k].shape]
-    head = set(_head_keys(model))
     head_mismatch = [m for m in mismatched if m[0] in head]
     body_mismatch = [m for m in mismatched if m[0] not in head]
     missing_body = [k for k in missing if k not in head]
@@ -366,9 +522,10 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
     return {"source": source, "head_reinitialised": reinit, "loaded_keys": len(filtered)}
 
 
-def load_weights(model: nn.Module, source: str | os.PathLike, revision: Optional[str] = None) -> Dict[str, Any]:
+def load_weights(model: nn.Module, source: str | os.PathLike, revision: Optional[str] = None,
+                 cache_dir: Optional[str | os.PathLike] = None) -> Dict[str, Any]:
     """Fill ``model`` from a save-pretrained folder, a weights file or an ``hf-hub:`` id."""
-    _, weights, where = _resolve(source, revision)
+    _, weights, where = _resolve(source, revision, cache_dir)
     state = read_state_dict(weights)
     report = apply_state_dict(model, state, where)
     report["weights"] = str(weights)
@@ -377,71 +534,67 @@ def load_weights(model: nn.Module, source: str | os.PathLike, revision: Optional
 
 # ---- building models ---------------------------------------------------------------
 
-def _build_from_config(config: Mapping[str, Any], num_classes: Optional[int], **kwargs: Any) -> nn.Module:
-    from .zoo import create_model
-
-    saved_classes = int(config.get("num_classes", 0))
-    n = saved_classes if num_classes is None else num_classes
-    if "head_hidden" in config and "head_hidden" not in kwargs:
-        kwargs["head_hidden"] = config["head_hidden"]
-    model = create_model(config["spec"], num_classes=n, **kwargs)
-    base = getattr(model, "model", model)
-    pc = dict(config.get("pretrained_cfg", {}))
-    if n != saved_classes:
-        pc.pop("label_names", None)
-    pc["num_classes"] = n
-    for k in ("input_size", "mean", "std"):
-        if isinstance(pc.get(k), list):
-            pc[k] = tuple(pc[k])
-    for target in {id(model): model, id(base): base}.values():
-        target.pretrained_cfg = {**getattr(target, "pretrained_cfg", {}), **pc,
-                                 "architecture": config.get("architecture")}
-    return model
-
-
 def from_pretrained(source: str | os.PathLike, *, revision: Optional[str] = None,
                     num_classes: Optional[int] = None, pretrained: bool = True, **kwargs: Any) -> nn.Module:
-    """An E3D model from a save-pretrained folder or Hub repo (with its weights)."""
-    config = load_config(source, revision)
-    model = _build_from_config(config, num_classes, **kwargs)
-    if pretrained:
-        base = getattr(model, "model", model)
-        if os.path.exists(os.fspath(source)):
-            load_weights(base, source)
-        else:
-            repo_id, rev = parse_hub_id(os.fspath(source))
-            load_weights(base, f"hf-hub:{repo_id}", revision=revision or rev)
-    return model
+    """An E3D model from a save-pretrained folder or Hub repo (with its weights).
 
-
-def create_model_from_hub(repo_id: str, pretrained: bool = True, **kwargs: Any) -> nn.Module:
-    """``create_model("hf-hub:ORG/NAME[@REV]", pretrained=...)`` (the zoo's hook)."""
-    revision = kwargs.pop("revision", None)
-    num_classes = kwargs.pop("num_classes", None)
-    return from_pretrained(f"hf-hub:{repo_id}", revision=revision, num_classes=num_classes,
-                           pretrained=pretrained, **kwargs)
-
-
-def load_pretrained_weights(model: nn.Module, pretrained_cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """Weights for a registered tag (the zoo's hook for ``pretrained=True``).
-
-    Looks at ``pretrained_cfg['file']`` (a local file or folder) and then
-    ``pretrained_cfg['hf_hub_id']``; the error names what was tried.
+    Built the way ``timm.create_model("local-dir:FOLDER" / "hf-hub:ORG/NAME")`` builds
+    it (the registered constructor, the config's ``model_args``), after this module
+    checked the config; keyword arguments override ``model_args`` (e.g. ``in_chans``,
+    ``features_only``).
     """
+    import timm
+
+    config = load_config(source, revision)
+    pc = dict(config["pretrained_cfg"])
+    text = os.fspath(source)
+    if isinstance(source, Path) or os.path.exists(text):
+        path = Path(source)
+        pc.update(file=str(path), source="local-dir" if path.is_dir() else None)
+    else:
+        repo_id, rev = parse_hub_id(text)
+        rev = revision or rev
+        pc.update(hf_hub_id=repo_id + (f"@{rev}" if rev else ""), source="hf-hub")
+    args = {**config["model_args"], **kwargs}
+    if num_classes is not None:
+        args["num_classes"] = num_classes
+    return timm.create_model(config["architecture"], pretrained=pretrained, pretrained_cfg=pc,
+                             spec=config["spec"], video_cfg=config["video_cfg"], **args)
+
+
+def load_pretrained_weights(model: nn.Module, pretrained_cfg: Optional[Mapping[str, Any]],
+                            cache_dir: Optional[str | os.PathLike] = None) -> Dict[str, Any]:
+    """Weights for ``pretrained=True`` (the zoo constructors' hook), from the source the
+    ``pretrained_cfg`` names, in timm's order: a ``source`` of 'hf-hub' / 'local-dir'
+    (timm's prefixed model names), else ``state_dict``, ``file``, ``hf_hub_id``."""
     cfg = dict(pretrained_cfg or {})
     name = cfg.get("architecture") or getattr(getattr(model, "spec", None), "name", None) or "model"
-    local = cfg.get("file")
-    if local:
-        if not os.path.exists(local):
+    source = cfg.get("source")
+    if source == "local-dir" or (source != "hf-hub" and cfg.get("state_dict") is None and cfg.get("file")):
+        local = cfg.get("file")
+        if not local or not os.path.exists(local):
             raise WeightsError(f"{name}: pretrained_cfg['file'] = {local!r} does not exist. {_HOW_TO_GET}")
         return load_weights(model, local)
+    if source != "hf-hub" and cfg.get("state_dict") is not None:
+        report = apply_state_dict(model, convert_reference_state_dict(dict(cfg["state_dict"])),
+                                  f"{name}: pretrained_cfg['state_dict']")
+        return report
     repo = cfg.get("hf_hub_id")
     if not repo:
-        raise WeightsError(f"{name}: no pretrained weights are registered (no hf_hub_id or file in "
-                           f"its pretrained_cfg). {_HOW_TO_GET}")
+        if cfg.get("url"):
+            raise WeightsError(f"{name}: weights by URL ({cfg['url']}) are not fetched by e3d-zoo; "
+                               "download the file and pass pretrained_cfg_overlay=dict(file=PATH)")
+        raise WeightsError(f"{name}: no pretrained weights are published for this model yet (its "
+                           "pretrained_cfg names no hf_hub_id, file or state_dict). Pass "
+                           "pretrained_cfg_overlay=dict(hf_hub_id='ORG/NAME') or dict(file=PATH) "
+                           f"for weights you have. {_HOW_TO_GET}")
+    if cfg.get("hf_hub_filename"):
+        raise WeightsError(f"{name}: pretrained_cfg['hf_hub_filename'] = {cfg['hf_hub_filename']!r}: "
+                           f"e3d-zoo repos hold {WEIGHTS_NAME}; leave it unset")
     repo_id, rev = parse_hub_id(repo)
     try:
-        return load_weights(model, f"hf-hub:{repo_id}", revision=cfg.get("hf_hub_revision") or rev)
+        return load_weights(model, f"hf-hub:{repo_id}", revision=cfg.get("hf_hub_revision") or rev,
+                            cache_dir=cache_dir)
     except HubError as exc:
         raise HubError(f"{name}: no pretrained weights could be had (tried Hugging Face Hub repo "
                        f"{repo_id!r}): {exc}") from None

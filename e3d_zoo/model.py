@@ -10,36 +10,60 @@ Blocks (``shared/reference/e3d_reference.json``):
   when the layer has stride 2.
 * Head: global average pool -> Linear(C -> hidden) -> Swish -> Dropout -> Linear.
 
-The API follows timm (``forward_features``, ``forward_head``, ``reset_classifier``,
-``forward_intermediates`` for ``features_only``).
+The API is timm's (``forward_features``, ``forward_head(pre_logits)``,
+``reset_classifier``, ``forward_intermediates`` / ``prune_intermediate_layers`` for
+``features_only``), with clips (N, C, T, H, W) in place of images: feature maps are
+(N, C, T, H, W), spatial axes the last two, ``feature_info`` reductions spatial
+(time is never strided). ``global_pool=''`` keeps the map: the head's linear layers
+then apply at every (t, h, w) position, as timm's MLP heads do without pooling.
+TorchScript and torch.fx (timm's tracer, ``create_feature_extractor``) work; timm's
+own ``tests/test_models.py`` runs against this file (``tests/timm_conformance``).
 """
-from __future__ import annotations
-
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from timm.layers import DropPath
-from timm.models._manipulate import checkpoint_seq
+from timm.models import register_notrace_function
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint, checkpoint_seq
 
 from .errors import ArchError
 from .spec import ArchSpec, BlockSpec
+
+# Accepted output_fmt values of forward_intermediates: timm's feature wrappers pass its
+# 2D names ('NCHW'); for clips they mean channels first / last with time kept.
+_CHANNELS_FIRST = ("NCHW", "NCTHW")
+_CHANNELS_LAST = ("NHWC", "NTHWC")
 
 
 def _pad(kt: int, k: int) -> Tuple[int, int, int]:
     return kt // 2, k // 2, k // 2
 
 
+@register_notrace_function
+def check_clip(x: torch.Tensor, in_chans: int) -> None:
+    """ArchError unless ``x`` is a batch of clips (N, in_chans, T, H, W).
+
+    A leaf for torch.fx (timm's tracer keeps it as one call), so traced graphs still
+    check their input.
+    """
+    if x.dim() != 5 or x.shape[1] != in_chans:
+        shape = ", ".join([str(d) for d in x.shape])  # tuple() does not script
+        raise ArchError(f"input: expected a clip batch shaped (N, {in_chans}, T, H, W), "
+                        f"found ({shape})")
+
+
 class ConvBnAct3d(nn.Module):
     """Conv3DKXBNRELU."""
 
-    def __init__(self, cin: int, cout: int, kt: int, k: int, stride: int):
+    def __init__(self, cin: int, cout: int, kt: int, k: int, stride: int, device=None, dtype=None):
         super().__init__()
+        dd = {"device": device, "dtype": dtype}
         self.conv = nn.Conv3d(cin, cout, (kt, k, k), stride=(1, stride, stride),
-                              padding=_pad(kt, k), bias=False)
-        self.bn = nn.BatchNorm3d(cout)
+                              padding=_pad(kt, k), bias=False, **dd)
+        self.bn = nn.BatchNorm3d(cout, **dd)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,17 +74,18 @@ class ResidualK1DWK1(nn.Module):
     """One residual layer of SuperRes3DK1DWK1."""
 
     def __init__(self, cin: int, cout: int, btn: int, kt: int, k: int, stride: int,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, device=None, dtype=None):
         super().__init__()
-        self.conv_pw = nn.Conv3d(cin, btn, 1, bias=False)
-        self.bn1 = nn.BatchNorm3d(btn)
+        dd = {"device": device, "dtype": dtype}
+        self.conv_pw = nn.Conv3d(cin, btn, 1, bias=False, **dd)
+        self.bn1 = nn.BatchNorm3d(btn, **dd)
         self.act1 = nn.ReLU(inplace=True)
         self.conv_dw = nn.Conv3d(btn, btn, (kt, k, k), stride=(1, stride, stride),
-                                 padding=_pad(kt, k), groups=btn, bias=False)
-        self.bn2 = nn.BatchNorm3d(btn)
+                                 padding=_pad(kt, k), groups=btn, bias=False, **dd)
+        self.bn2 = nn.BatchNorm3d(btn, **dd)
         self.act2 = nn.ReLU(inplace=True)
-        self.conv_pwl = nn.Conv3d(btn, cout, 1, bias=False)
-        self.bn3 = nn.BatchNorm3d(cout)
+        self.conv_pwl = nn.Conv3d(btn, cout, 1, bias=False, **dd)
+        self.bn3 = nn.BatchNorm3d(cout, **dd)
         self.has_shortcut = cin == cout
         if not self.has_shortcut:
             self.shortcut = None
@@ -85,10 +110,15 @@ class ResidualK1DWK1(nn.Module):
 class SuperResK1DWK1(nn.Sequential):
     """SuperRes3DK1DWK1: ``L`` residual layers, the first one strided."""
 
-    def __init__(self, block: BlockSpec, drop_paths: Sequence[float]):
-        layers = [ResidualK1DWK1(c, o, block.btn, block.kt, block.k, s, dp)
+    def __init__(self, block: BlockSpec, drop_paths: Sequence[float], device=None, dtype=None):
+        layers = [ResidualK1DWK1(c, o, block.btn, block.kt, block.k, s, dp, device=device, dtype=dtype)
                   for (c, o, s), dp in zip(block.residual_layers(), drop_paths)]
         super().__init__(*layers)
+
+
+def _check_pool(global_pool: str) -> None:
+    if global_pool not in ("avg", ""):
+        raise ArchError(f"global_pool: expected 'avg' or '' (no pooling), found {global_pool!r}")
 
 
 class E3D(nn.Module):
@@ -103,15 +133,23 @@ class E3D(nn.Module):
             head_hidden: Optional[int] = None,
             drop_rate: float = 0.2,
             drop_path_rate: float = 0.0,
+            device=None,
+            dtype=None,
     ):
+        """``in_chans`` other than the architecture's first block's input (e.g. 1 for
+        grayscale or depth, 2 for optical flow) rebuilds that block for it; pretrained
+        weights are adapted on load (timm's ``adapt_input_conv``)."""
         super().__init__()
         if not isinstance(spec, ArchSpec):
             raise ArchError(f"E3D needs an ArchSpec, found {type(spec).__name__}")
         if in_chans is not None and in_chans != spec.in_chans:
-            raise ArchError(f"in_chans: the architecture's first block takes {spec.in_chans} "
-                            f"channels, found in_chans={in_chans}")
-        if global_pool not in ("avg", ""):
-            raise ArchError(f"global_pool: expected 'avg' or '', found {global_pool!r}")
+            if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+                raise ArchError(f"in_chans: expected an integer >= 1, found {in_chans!r}")
+            first = spec.blocks[0]
+            spec = spec.with_blocks((BlockSpec(first.kind, in_chans, *first.key()[2:]),)
+                                    + spec.blocks[1:])
+        _check_pool(global_pool)
+        dd = {"device": device, "dtype": dtype}
         self.spec = spec
         self.num_classes = num_classes
         self.in_chans = spec.in_chans
@@ -121,15 +159,17 @@ class E3D(nn.Module):
         self.head_hidden_size = spec.head_hidden if head_hidden is None else head_hidden
 
         n_res = sum(b.L for b in spec.blocks if b.is_super)
-        rates = torch.linspace(0, drop_path_rate, max(n_res, 1)).tolist()
+        # Computed in Python, not torch.linspace: under a meta-device context a tensor
+        # could not give its values back.
+        rates = [drop_path_rate * i / max(n_res - 1, 1) for i in range(n_res)]
         blocks: List[nn.Module] = []
         i = 0
         for b in spec.blocks:
             if b.is_super:
-                blocks.append(SuperResK1DWK1(b, rates[i:i + b.L]))
+                blocks.append(SuperResK1DWK1(b, rates[i:i + b.L], **dd))
                 i += b.L
             else:
-                blocks.append(ConvBnAct3d(b.in_channels, b.out_channels, b.kt, b.k, b.stride))
+                blocks.append(ConvBnAct3d(b.in_channels, b.out_channels, b.kt, b.k, b.stride, **dd))
         self.blocks = nn.Sequential(*blocks)
 
         self.feature_info = []
@@ -144,15 +184,15 @@ class E3D(nn.Module):
 
         self.global_pool = global_pool
         if self.head_hidden_size:
-            self.head_fc = nn.Linear(self.num_features, self.head_hidden_size)
+            self.head_fc = nn.Linear(self.num_features, self.head_hidden_size, **dd)
             self.head_act = nn.SiLU(inplace=True)
-            pre_logits_dim = self.head_hidden_size
         else:
             self.head_fc = nn.Identity()
             self.head_act = nn.Identity()
-            pre_logits_dim = self.num_features
+            self.head_hidden_size = self.num_features
         self.head_drop = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(pre_logits_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.classifier = (nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0
+                           else nn.Identity())
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -174,7 +214,8 @@ class E3D(nn.Module):
     # ---- timm API ------------------------------------------------------------
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(stem=r"^blocks\.0", blocks=r"^blocks\.(\d+)" if coarse else r"^blocks\.(\d+)\.(\d+)")
+        return dict(stem=r"^blocks\.0\.", blocks=r"^blocks\.(\d+)" if coarse else
+                    [(r"^blocks\.(\d+)\.(\d+)\.", None), (r"^blocks\.(\d+)\.", None)])
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -185,35 +226,34 @@ class E3D(nn.Module):
         return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
+        """A new classifier on the same device, dtype and train/eval mode as the model."""
         if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ArchError(f"global_pool: expected 'avg' or '', found {global_pool!r}")
+            _check_pool(global_pool)
             self.global_pool = global_pool
-        in_dim = self.head_hidden_size or self.num_features
-        self.classifier = nn.Linear(in_dim, num_classes) if num_classes > 0 else nn.Identity()
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 5 or x.shape[1] != self.in_chans:
-            raise ArchError(f"input: expected a clip batch shaped (N, {self.in_chans}, T, H, W), "
-                            f"found {tuple(x.shape)}")
+        self.num_classes = num_classes
+        ref = next(self.parameters(), None)
+        dd = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
+        self.classifier = (nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0
+                           else nn.Identity())
+        self.classifier.train(self.training)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        check_clip(x, self.in_chans)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.blocks, x)
         return self.blocks(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "avg":
-            x = x.mean(dim=(2, 3, 4))
-        else:
-            x = x.flatten(1)
-        x = self.head_act(self.head_fc(x))
-        if pre_logits:
-            return x
-        x = self.head_drop(x)
-        return self.classifier(x)
+            x = self.head_act(self.head_fc(x.mean(dim=(2, 3, 4))))
+            if pre_logits:
+                return x
+            return self.classifier(self.head_drop(x))
+        # No pooling: the same linear layers at every position, channels moved last and back.
+        x = self.head_act(self.head_fc(x.movedim(1, -1)))
+        if not pre_logits:
+            x = self.classifier(self.head_drop(x))
+        return x.movedim(-1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -224,43 +264,53 @@ class E3D(nn.Module):
             indices: Optional[Union[int, List[int]]] = None,
             norm: bool = False,
             stop_early: bool = False,
-            output_fmt: Any = "NCTHW",
+            output_fmt: str = "NCTHW",
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Stage outputs (N, C, T, H, W) at ``indices`` (stage numbers; default all)."""
-        self._check_input(x)
-        n = len(self._stage_ends)
-        if indices is None:
-            take = list(range(n))
-        elif isinstance(indices, int):
-            take = list(range(n - indices, n))
-        else:
-            take = [i % n for i in indices]
-        for i in take:
-            if not 0 <= i < n:
-                raise ArchError(f"out_indices: stage {i} out of range (the network has {n} stages)")
-        wanted = {self._stage_ends[i]: i for i in take}
-        last = max(wanted) if (stop_early or intermediates_only) else len(self.blocks) - 1
-        feats = {}
+        """Stage outputs at ``indices`` (stage numbers; an int n: the last n; default all).
+
+        ``output_fmt``: 'NCTHW' (or timm's 'NCHW') channels first, 'NTHWC' (or
+        'NHWC') channels last; the final features stay (N, C, T, H, W). E3D has no
+        final norm, so ``norm`` changes nothing.
+        """
+        channels_last = output_fmt in _CHANNELS_LAST
+        if not channels_last and output_fmt not in _CHANNELS_FIRST:
+            raise ArchError(f"output_fmt: expected one of {list(_CHANNELS_FIRST + _CHANNELS_LAST)}, "
+                            f"found {output_fmt!r}")
+        check_clip(x, self.in_chans)
+        take_indices, max_index = feature_take_indices(len(self._stage_ends), indices)
+        take_blocks = [self._stage_ends[i] for i in take_indices]
+        last_block = self._stage_ends[max_index] if stop_early else len(self.blocks) - 1
+        intermediates: List[torch.Tensor] = []
         for bi, block in enumerate(self.blocks):
-            if bi > last:
+            if bi > last_block:
                 break
-            x = block(x)
-            if bi in wanted:
-                feats[wanted[bi]] = x
-        intermediates = [feats[i] for i in take]
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(block, x)
+            else:
+                x = block(x)
+            if bi in take_blocks:
+                intermediates.append(x.permute(0, 2, 3, 4, 1) if channels_last else x)
         if intermediates_only:
             return intermediates
         return x, intermediates
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        n = len(self._stage_ends)
-        take = list(range(n - indices, n)) if isinstance(indices, int) else [i % n for i in indices]
-        keep_until = self._stage_ends[max(take)]
+        """Drop the blocks after the last stage in ``indices``; returns the stage indices.
+
+        A head sized for the final features goes with them (the features then end at
+        the last kept stage); ``prune_head`` also removes a head that still fits.
+        """
+        take_indices, max_index = feature_take_indices(len(self._stage_ends), indices)
+        keep_until = self._stage_ends[max_index]
+        prune_end = keep_until < len(self.blocks) - 1
         self.blocks = self.blocks[:keep_until + 1]
-        if prune_head:
+        if prune_end:
+            self.num_features = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
             self.head_fc = nn.Identity()
             self.head_act = nn.Identity()
+            self.head_hidden_size = self.num_features
             self.reset_classifier(0, "")
-        return take
+        return take_indices

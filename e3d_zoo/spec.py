@@ -18,12 +18,18 @@ File format (``schema_version`` 1)::
       "provenance": {"source": "...", "budgets": {...}, "score": ..., "seed": ..., "date": "..."},
       "notes": "..."
     }
+
+The reference implementation's structure text (its published ``E3D_*.txt`` and a
+search's ``best_structure.txt``: a Python literal ``{'best_structures': [[blocks]],
+'space_arch': 'Cnn3DNet'}``, blocks carrying ``inner_class``) is read with
+``ast.literal_eval`` (never ``eval``) and written the way its searcher writes it.
 """
 from __future__ import annotations
 
 import ast
 import json
 import os
+import pprint
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -42,6 +48,13 @@ _CONV_FIELDS = ("class", "in", "out", "s", "kt", "k")
 _SUPER_FIELDS = ("class", "in", "out", "s", "kt", "k", "L", "btn")
 _TOP_FIELDS = ("schema", "schema_version", "name", "frames", "size", "head_hidden",
                "blocks", "provenance", "notes")
+# The reference implementation (TinyNAS) adds ``inner_class`` to every super-block it
+# builds, so its best_structure.txt and published E3D_*.txt carry it; only this value
+# describes the layers SuperRes3DK1DWK1 stacks here.
+INNER_CLASS = "Res3DK1DWK1"
+# What the reference's searcher writes as ``space_arch`` for 3D CNNs (``model.type``).
+SPACE_ARCH = "Cnn3DNet"
+_TINYNAS_TOP_FIELDS = ("best_structures", "space_arch")
 # Keys the TinyNAS text may carry that do not change the network we build.
 _TINYNAS_IGNORED_KEYS = ("nbitsA", "nbitsW")
 
@@ -130,26 +143,6 @@ class ArchSpec:
     def replace(self, **changes: Any) -> "ArchSpec":
         return replace(self, **changes)
 
-    # ---- derived numbers (one source of truth: complexity.py and stentr.py) ----
-    def summary(self, frames: int | None = None, size: int | None = None,
-                num_classes: int = 400) -> dict[str, Any]:
-        from . import complexity, stentr
-
-        T = self.frames if frames is None else frames
-        R = self.size if size is None else size
-        return {
-            "name": self.name,
-            "frames": T,
-            "size": R,
-            "params": complexity.params(self, num_classes=num_classes),
-            "params_backbone": complexity.params(self, num_classes=None),
-            "macs": complexity.macs(self, T, R, num_classes=num_classes),
-            "tinynas_flops": complexity.tinynas_flops(self, T, R),
-            "layers": complexity.num_layers(self),
-            "stentr": stentr.stentr_score(self, T, R),
-            "num_classes": num_classes,
-        }
-
     # ---- serialization -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -187,9 +180,19 @@ class ArchSpec:
 
     # ---- TinyNAS structure text --------------------------------------------
     def to_tinynas_text(self) -> str:
-        """The reference implementation's ``best_structures`` Python literal."""
-        rows = ",\n".join("    " + repr(b.to_dict()) for b in self.blocks)
-        return ("{'best_structures': [\n  [\n" + rows + "\n  ]\n],\n 'space_arch': 'CnnNet'}\n")
+        """best_structure.txt as the reference's searcher writes it: the pretty-printed
+        dict ``{'space_arch': 'Cnn3DNet', 'best_structures': [blocks]}`` (its
+        ``save_pyobj``: ``pprint.pformat(indent=2, width=120, compact=True)``), with the
+        ``inner_class`` the reference puts in every super-block."""
+        blocks = []
+        for b in self.blocks:
+            d = b.to_dict()
+            if b.is_super:
+                d["inner_class"] = INNER_CLASS
+            blocks.append(d)
+        text = pprint.pformat({"space_arch": SPACE_ARCH, "best_structures": [blocks]},
+                              indent=2, width=120, compact=True)
+        return text + "\n"
 
     @classmethod
     def from_tinynas_text(cls, text: str, *, frames: int, size: int, index: int = 0,
@@ -203,6 +206,14 @@ class ArchSpec:
             if "best_structures" not in data:
                 raise ArchError(f"{where}: expected a dict with key 'best_structures', "
                                 f"found keys {sorted(map(str, data))}")
+            unknown = sorted(str(k) for k in data if k not in _TINYNAS_TOP_FIELDS)
+            if unknown:
+                raise ArchError(f"{where}: unknown top-level key(s) {unknown}; the reference "
+                                f"writes only {list(_TINYNAS_TOP_FIELDS)}")
+            arch = data.get("space_arch", SPACE_ARCH)
+            if arch != SPACE_ARCH:
+                raise ArchError(f"{where}: space_arch: expected {SPACE_ARCH!r} (the reference's "
+                                f"3D CNN), found {arch!r}: a structure for another network family")
             structures = data["best_structures"]
         else:
             structures = data
@@ -290,7 +301,11 @@ def _parse_block(d: Any, where: str) -> BlockSpec:
     if kind not in BLOCK_CLASSES:
         raise ArchError(f"{where}.class: unknown block class {kind!r}; expected one of "
                         f"{list(BLOCK_CLASSES)}")
-    allowed = _SUPER_FIELDS if kind == SUPER else _CONV_FIELDS
+    if "inner_class" in d and (kind != SUPER or d["inner_class"] != INNER_CLASS):
+        expected = f"whose layers are {INNER_CLASS!r}" if kind == SUPER else "which has no inner layers"
+        raise ArchError(f"{where}.inner_class: {d['inner_class']!r} contradicts class {kind!r}, "
+                        f"{expected}")
+    allowed = _SUPER_FIELDS + ("inner_class",) if kind == SUPER else _CONV_FIELDS
     unknown = [str(k) for k in d if k not in allowed]
     if unknown:
         raise ArchError(f"{where}: unknown field(s) {unknown} for {kind}; expected only "

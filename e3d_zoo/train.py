@@ -518,8 +518,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> D
     model = build_model(cfg, num_classes).to(dist_info.device)
     # the saved config must describe the preprocessing the weights were trained with
     norm = {k: tuple(getattr(train_ds, k)) for k in ("mean", "std") if hasattr(train_ds, k)}
-    model.pretrained_cfg = {**model.pretrained_cfg, **norm,
-                            "frame_stride": getattr(train_ds, "frame_stride", cfg.frame_stride)}
+    model.pretrained_cfg.update(norm, frame_stride=getattr(train_ds, "frame_stride", cfg.frame_stride))
     if state is not None:
         model.load_state_dict(state["model"])
     ddp_model = model

@@ -189,10 +189,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         info = r.info
     macs = None
     if not args.artifact:  # the spec is the one place MACs are counted
+        from e3d_zoo import complexity
         from e3d_zoo.zoo import spec_for
 
         T, (h, w) = clf.sampling.num_frames, clf.transform.input_size
-        macs = spec_for(args.model).summary(frames=T, size=h)["macs"] if h == w else None
+        macs = complexity.macs(spec_for(args.model), T, h) if h == w else None
     other = None
     if args.compare_streams is not None:
         if clf.backend.name != "openvino":

@@ -112,35 +112,40 @@ def bench_search_rate(candidates: int, repeats: int) -> dict[str, Any]:
 
 
 def reproduce(model: str, seeds: Sequence[int], candidates: Optional[int],
-              score: str = "stentr", progress: bool = True) -> dict[str, Any]:
+              score: str = "stentr", progress: bool = True,
+              reference_score_size: bool = False) -> dict[str, Any]:
+    """``reference_score_size``: score at the reference config's score size (160 for all
+    three) instead of the clip size, exactly as the reference's search configs do."""
     b = REFERENCE_BUDGETS[model]
     T, R = b["frames"], b["size"]
+    S = b["score_size"] if reference_score_size else R
     n = candidates or b["iterations"]
-    target = stentr.stentr_score(load_zoo_arch(model), T, R)
+    target = stentr.stentr_score(load_zoo_arch(model), T, S)
     rows = []
     for seed in seeds:
         res = search(T, R, budgets={"tinynas_flops": b["flops"], "layers": b["layers"]},
-                     candidates=n, seed=seed, score=score, progress=progress)
+                     candidates=n, seed=seed, score=score, progress=progress, score_size=S)
         spec = res.spec
         rows.append({
             "seed": seed,
             "best_score": res.best_score,
-            "stentr": stentr.stentr_score(spec, T, R),
+            "stentr": stentr.stentr_score(spec, T, S),
             "tinynas_flops": res.tinynas_flops,
             "layers": res.layers,
             "seconds": res.seconds,
             "candidates_per_s": res.candidates_per_s,
-            "reaches_target": stentr.stentr_score(spec, T, R) >= target,
+            "reaches_target": stentr.stentr_score(spec, T, S) >= target,
             "blocks": [blk.to_dict() for blk in spec.blocks],
         })
-    return {"model": model, "frames": T, "size": R, "budget_flops": b["flops"],
+    return {"model": model, "frames": T, "size": R, "score_size": S, "budget_flops": b["flops"],
             "budget_layers": b["layers"], "candidates": n, "score": score,
             "target_stentr": target, "rows": rows,
             "seeds_reaching_target": sum(r["reaches_target"] for r in rows)}
 
 
 def _table(rep: dict[str, Any]) -> str:
-    lines = [f"{rep['model']} budgets (T={rep['frames']}, R={rep['size']}, tinynas_flops <= "
+    lines = [f"{rep['model']} budgets (T={rep['frames']}, R={rep['size']}, STEntr at "
+             f"{rep['score_size']}x{rep['score_size']}, tinynas_flops <= "
              f"{rep['budget_flops']:.3g}, layers <= {rep['budget_layers']}), {rep['candidates']:,} "
              f"candidates, score {rep['score']}; target STEntr {rep['target_stentr']:.6f} "
              f"({rep['model']}'s own)",
@@ -164,6 +169,9 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--models", default="e3d_s,e3d_m", help="which reference budgets to reproduce")
     p.add_argument("--candidates", type=int, default=None,
                    help="candidates per reproduction run (default: the reference's iterations)")
+    p.add_argument("--reference-score-size", action="store_true",
+                   help="score STEntr at the reference configs' score size (160) while FLOPs and "
+                        "the space use each model's size: the reference's own E3D-M/L searches")
     p.add_argument("--ablation", action="store_true",
                    help="also run the entropy (alpha = 1) ablation on the same budgets")
     p.add_argument("--out", help="write all results as JSON here")
@@ -194,7 +202,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         for model in [m for m in args.models.split(",") if m]:
             for score in scores:
                 rep = reproduce(model, range(args.seeds), args.candidates, score,
-                                progress=not args.json)
+                                progress=not args.json,
+                                reference_score_size=args.reference_score_size)
                 report["reproduction"].append(rep)
                 say("\n" + _table(rep))
     report["load_after"] = _load()

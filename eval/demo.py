@@ -46,7 +46,7 @@ def stage_zoo(args: argparse.Namespace, state: Dict[str, Any]) -> Dict[str, Any]
     import e3d_zoo
     from e3d_zoo.cli.zoo import _fmt_table
 
-    rows = [e3d_zoo.spec_for(n).summary() for n in e3d_zoo.list_models()]
+    rows = [e3d_zoo.complexity.summary(e3d_zoo.spec_for(n)) for n in e3d_zoo.list_models()]
     rows.sort(key=lambda r: r["macs"])
     say(_fmt_table(rows))
     model = e3d_zoo.create_model("e3d_s", num_classes=400).eval()

@@ -47,7 +47,8 @@ def model_metadata(model: nn.Module, *, frames: int, size: int,
     labels = cfg.get("label_names")
     num_classes = getattr(model, "num_classes", cfg.get("num_classes"))
     md: Dict[str, Any] = {
-        "model_name": cfg.get("architecture") or (spec.name if spec is not None else None)
+        # the spec names the network; pretrained_cfg's architecture is its timm constructor
+        "model_name": (spec.name if spec is not None else None) or cfg.get("architecture")
                       or type(model).__name__,
         "input_name": INPUT_NAME,
         "input_layout": "NCTHW",

@@ -47,18 +47,36 @@ def test_list_prints_the_zoo_table(capsys):
     assert "202.855915" in out
 
 
+def test_score_check_values_of_the_reference(capsys):
+    assert main(["score", "e3d_s"]) == 0 and capsys.readouterr().out.strip() == "202.855915"
+    assert main(["score", "e3d_s", "--frames", "8"]) == 0 and capsys.readouterr().out.strip() == "206.480219"
+
+
 def test_score_and_ablation(capsys, tiny_arch_file):
-    assert main(["score", str(tiny_arch_file), "--json"]) == 0
+    assert main(["score", str(tiny_arch_file), "--frames", "5", "--json"]) == 0
     a = json.loads(capsys.readouterr().out)
-    assert main(["score", str(tiny_arch_file), "--no-refine", "--json"]) == 0
+    assert main(["score", str(tiny_arch_file), "--frames", "5", "--no-refine", "--json"]) == 0
     b = json.loads(capsys.readouterr().out)
     assert a["value"] != b["value"] and a["score"] == "stentr" and b["score"] == "entropy"
+
+
+def test_undefined_score_is_one_line_error_and_info_says_why(capsys, tiny_arch_file):
+    # at its own T = 4 the tiny net's (3, 3, 3) kernels are parallel to (T, r, r) = (4, 4, 4)
+    assert main(["score", str(tiny_arch_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "blocks[2]" in err and "undefined" in err
+    assert main(["info", str(tiny_arch_file), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["stentr"] is None and "parallel" in info["stentr_undefined"]
+    assert main(["info", str(tiny_arch_file)]) == 0
+    assert "undefined" in capsys.readouterr().out
 
 
 def test_convert_tinynas_round_trip_gives_reference_params(tmp_path, capsys):
     txt = tmp_path / "best_structure.txt"
     assert main(["convert", "e3d_s", str(txt)]) == 0
-    assert "best_structures" in txt.read_text()
+    text = txt.read_text()
+    assert "'space_arch': 'Cnn3DNet'" in text and text.count("'inner_class': 'Res3DK1DWK1'") == 5
     out = tmp_path / "back.json"
     assert main(["convert", str(txt), str(out), "--frames", "13", "--size", "160"]) == 0
     capsys.readouterr()

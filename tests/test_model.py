@@ -20,22 +20,30 @@ def test_timm_registry_and_factory_agree():
 
 
 def test_pretrained_cfg_carries_clip_and_preprocessing():
-    cfg = e3d_zoo.create_model("e3d_s").pretrained_cfg
-    assert cfg["num_frames"] == 13 and cfg["input_size"] == (3, 160, 160)
-    assert len(cfg["mean"]) == 3 and len(cfg["std"]) == 3
-    assert cfg["num_classes"] == 400 and "label_names" in cfg or True
-    assert cfg["hf_hub_id"] == "e3d-zoo/e3d_s"
+    m = e3d_zoo.create_model("e3d_s")
+    cfg = m.pretrained_cfg
+    assert m.default_cfg is cfg  # updated in place, never replaced
+    assert cfg["num_frames"] == 13 and cfg["frame_stride"] == 2 and cfg["input_layout"] == "NCTHW"
+    assert cfg["input_size"] == (3, 160, 160) and cfg["pool_size"] == (5, 5)
+    assert cfg["min_input_size"] == (3, 32, 32) and cfg["first_conv"] == "blocks.0.conv"
+    assert len(cfg["mean"]) == 3 and len(cfg["std"]) == 3 and cfg["num_classes"] == 400
+    assert m.forward_features(torch.randn(1, 3, 2, 160, 160)).shape[-2:] == cfg["pool_size"]
+    assert timm.create_model("e3d_l").pretrained_cfg["pool_size"] == (10, 10)  # 312 -> ... -> 20 -> 10
+    f = e3d_zoo.create_model("e3d_s", features_only=True)
+    assert f.default_cfg is f.pretrained_cfg and f.pretrained_cfg["num_frames"] == 13
 
 
-def test_pretrained_without_published_weights_raises_clearly(monkeypatch, tmp_path):
-    # Offline mode: the machine cannot reach the Hub, and huggingface_hub would retry for ~20 s.
-    from huggingface_hub import constants
+def test_registry_claims_no_unpublished_weights():
+    assert timm.list_pretrained("e3d*") == []
+    assert not any(timm.models.is_model_pretrained(n) for n in ("e3d_s", "e3d_m", "e3d_l"))
+    assert "hf_hub_id" not in e3d_zoo.create_model("e3d_s").pretrained_cfg
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(WeightsError, match="e3d-zoo/e3d_s") as info:
-        e3d_zoo.create_model("e3d_s", pretrained=True)
-    assert "e3d-train" in str(info.value) and "e3d-zoo push" in str(info.value)
+
+def test_pretrained_without_published_weights_raises_clearly():
+    for create in (e3d_zoo.create_model, timm.create_model):
+        with pytest.raises(WeightsError, match=r"e3d_s: no pretrained weights are published") as info:
+            create("e3d_s", pretrained=True)
+        assert "hf_hub_id" in str(info.value) and "e3d-train" in str(info.value)
 
 
 def test_create_from_arch_file(tiny_arch_file, tiny_spec):
@@ -62,6 +70,30 @@ def test_bad_input_shape_is_named(tiny_spec):
         m(torch.randn(1, 3, 32, 32))
 
 
+def test_global_pool_empty_keeps_the_map_and_applies_the_head_per_position(tiny_spec):
+    torch.manual_seed(0)
+    m = e3d_zoo.create_model(tiny_spec, num_classes=6).eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    feats = m.forward_features(x)
+    m.reset_classifier(0, "")
+    out = m(x)
+    assert out.shape == (2, m.head_hidden_size, 4, 2, 2)
+    assert torch.allclose(out[:, :, 1, 0, 1], m.head_act(m.head_fc(feats[:, :, 1, 0, 1])), atol=1e-6)
+    dense = e3d_zoo.create_model(tiny_spec, num_classes=6, global_pool="").eval()
+    assert dense(x).shape == (2, 6, 4, 2, 2)
+    dense.reset_classifier(6, "avg")
+    assert dense(x).shape == (2, 6)
+    with pytest.raises(ArchError, match=r"global_pool: expected 'avg' or ''"):
+        e3d_zoo.create_model(tiny_spec, global_pool="max")
+
+
+def test_reset_classifier_follows_device_dtype_and_mode(tiny_spec):
+    m = e3d_zoo.create_model(tiny_spec).to(torch.float64).eval()
+    m.reset_classifier(3)
+    assert m.classifier.weight.dtype == torch.float64 and not m.classifier.training
+    assert m(torch.randn(1, 3, 4, 32, 32, dtype=torch.float64)).shape == (1, 3)
+
+
 def test_timm_head_api(tiny_spec):
     m = e3d_zoo.create_model(tiny_spec, num_classes=6).eval()
     x = torch.randn(2, 3, 4, 32, 32)
@@ -82,6 +114,41 @@ def test_features_only_returns_stage_maps(tiny_spec):
     assert [o.shape[1] for o in outs] == f.feature_info.channels() == [8, 16, 32]
     assert [o.shape[-1] for o in outs] == [8, 4, 2]
     assert f.feature_info.reduction() == [4, 8, 16]
+
+
+def test_forward_intermediates_formats_checkpointing_and_stop_early(tiny_spec):
+    torch.manual_seed(0)
+    m = e3d_zoo.create_model(tiny_spec).eval()
+    x = torch.randn(1, 3, 4, 32, 32)
+    final, feats = m.forward_intermediates(x)
+    assert torch.equal(final, m.forward_features(x)) and len(feats) == 4
+    _, last = m.forward_intermediates(x, output_fmt="NTHWC")
+    assert all(torch.equal(a.permute(0, 4, 1, 2, 3), b) for a, b in zip(last, feats))
+    _, via_timm_name = m.forward_intermediates(x, output_fmt="NCHW")  # timm wrappers' default
+    assert all(torch.equal(a, b) for a, b in zip(via_timm_name, feats))
+    early = m.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
+    assert torch.equal(early[0], feats[1])
+    m.set_grad_checkpointing(True)
+    m.train()
+    y, inter = m.forward_intermediates(x, indices=2)
+    sum(t.sum() for t in inter).backward()
+    assert len(inter) == 2 and m.blocks[0].conv.weight.grad is not None
+    with pytest.raises(ArchError, match="output_fmt: expected one of"):
+        m.forward_intermediates(x, output_fmt="NLC")
+
+
+@pytest.mark.parametrize("feature_cls", ["getter", "list", "dict", "hook", "fx"])
+def test_every_timm_feature_wrapper_gives_the_stage_maps(tiny_spec, feature_cls):
+    x = torch.randn(1, 3, 4, 32, 32)
+    torch.manual_seed(0)
+    expected = e3d_zoo.create_model(tiny_spec).eval().forward_intermediates(
+        x, indices=[1, 3], intermediates_only=True)
+    torch.manual_seed(0)  # the same initial weights: the wrapper is built around a full model
+    f = e3d_zoo.create_model(tiny_spec, features_only=True, out_indices=(1, 3), feature_cls=feature_cls)
+    out = f.eval()(x)
+    out = list(out.values()) if isinstance(out, dict) else out
+    assert f.feature_info.channels() == [8, 32] and f.feature_info.reduction() == [4, 16]
+    assert len(out) == 2 and all(torch.equal(a, b) for a, b in zip(out, expected))
 
 
 def test_features_only_zoo_model_five_stages():

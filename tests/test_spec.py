@@ -62,9 +62,81 @@ def test_tinynas_text_is_parsed_without_eval(tmp_path):
 
 def test_tinynas_reference_seed_structure_imports():
     seed = _ref()["reference_search"]["seed_structure"]
-    text = repr({"best_structures": [seed], "space_arch": "CnnNet"})
+    text = repr({"best_structures": [seed], "space_arch": "Cnn3DNet"})
     spec = ArchSpec.from_tinynas_text(text, frames=13, size=160)
     assert len(spec.blocks) == 7 and spec.blocks[1].btn == 48
+
+
+def _published_layout(spec, head="{'best_structures': [[ \n"):
+    """Text laid out the way the reference's published E3D_S.txt / E3D_L.txt are: a
+    pretty-printed literal, plain blocks on one line, super-blocks one key per line in
+    sorted order with 'inner_class', 2-space indents, no final newline."""
+    rows = []
+    for b in spec.blocks:
+        d = dict(sorted(b.to_dict().items(), key=lambda kv: kv[0]))
+        if not b.is_super:
+            rows.append("  " + repr(d))
+            continue
+        d["inner_class"] = "Res3DK1DWK1"
+        keys = sorted(d)
+        lines = [f"  {{ {keys[0]!r}: {d[keys[0]]!r},"] + [f"    {k!r}: {d[k]!r}," for k in keys[1:]]
+        lines[-1] = lines[-1][:-1] + "}"
+        rows.append("\n".join(lines))
+    first = rows[0].lstrip() if head.endswith("[[ ") else rows[0]
+    return head + "\n".join([first + ","] + [r + "," for r in rows[1:-1]] + [rows[-1]]) + \
+        "]],\n  'space_arch': 'Cnn3DNet'}"
+
+
+@pytest.mark.parametrize("name, head", [("e3d_s", "{'best_structures': [[ \n"),
+                                        ("e3d_l", "{ 'best_structures':[[ ")])
+def test_reference_published_structure_files_import(tmp_path, name, head):
+    spec = load_arch(arch_path(name))
+    text = _published_layout(spec, head)
+    assert text.count("'inner_class': 'Res3DK1DWK1'") == sum(b.is_super for b in spec.blocks)
+    path = tmp_path / f"{name.upper()}.txt"
+    path.write_text(text)
+    back = load_arch(path, frames=spec.frames, size=spec.size)
+    assert back.key() == spec.key() and back.name == name.upper()
+
+
+def test_best_structure_txt_is_what_the_reference_writes_and_reads(tmp_path):
+    import ast
+    import pprint
+
+    spec = load_arch(arch_path("e3d_m"))
+    text = spec.to_tinynas_text()
+    # the reference's searcher: save_pyobj(best_structure.txt, {'space_arch': model.type,
+    # 'best_structures': [...]}) = pprint.pformat(obj, indent=2, width=120, compact=True)
+    blocks = [dict(b.to_dict(), **({"inner_class": "Res3DK1DWK1"} if b.is_super else {}))
+              for b in spec.blocks]
+    assert text == pprint.pformat({"space_arch": "Cnn3DNet", "best_structures": [blocks]},
+                                  indent=2, width=120, compact=True) + "\n"
+    # the reference's readers: load_pyobj (literal_eval after 'inf' -> '1e20') and the
+    # Cnn3DNet demo's get_backbone (space_arch, best_structures[network_id])
+    obj = ast.literal_eval(text.replace("inf", "1e20"))
+    assert obj["space_arch"] == "Cnn3DNet" and obj["best_structures"][0] == blocks
+    (tmp_path / "best_structure.txt").write_text(text)
+    assert load_arch(tmp_path / "best_structure.txt", frames=16, size=224).key() == spec.key()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda o: o["best_structures"][0][2].__setitem__("inner_class", "Res3DK1KX"),
+     r"best_structures\[0\]: blocks\[2\]\.inner_class: 'Res3DK1KX' contradicts class 'SuperRes3DK1DWK1'"),
+    (lambda o: o["best_structures"][0][0].__setitem__("inner_class", "Res3DK1DWK1"),
+     r"blocks\[0\]\.inner_class: 'Res3DK1DWK1' contradicts class 'Conv3DKXBNRELU', which has no inner layers"),
+    (lambda o: o.__setitem__("space_arch", "CnnNet"), r"space_arch: expected 'Cnn3DNet'.*found 'CnnNet'"),
+    (lambda o: o.__setitem__("popu_score_list", [1.0]), r"unknown top-level key\(s\) \['popu_score_list'\]"),
+])
+def test_reference_text_keys_that_matter_are_checked(tmp_path, edit, message):
+    import ast
+
+    obj = ast.literal_eval(load_arch(arch_path("e3d_s")).to_tinynas_text())
+    edit(obj)
+    path = tmp_path / "best_structure.txt"
+    path.write_text(repr(obj))
+    with pytest.raises(ArchError, match=message) as info:
+        load_arch(path, frames=13, size=160)
+    assert str(path) in str(info.value)
 
 
 def test_tinynas_file_needs_clip_shape(tmp_path, tiny_spec):

@@ -44,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "training (E3D, ICLR 2023). Writes the arch JSON for create_model().")
     g = p.add_argument_group("clip shape")
     g.add_argument("--frames", type=int, default=13, help="frames T per clip (default 13)")
-    g.add_argument("--size", type=int, default=160, help="frame size R (default 160)")
+    g.add_argument("--size", type=int, default=160,
+                   help="frame size R the costs (FLOPs, MACs, latency) and the space's kernel rule "
+                        "use (default 160)")
+    g.add_argument("--score-size", type=int, metavar="R",
+                   help="frame size the score is taken at (default: --size). The reference's "
+                        "E3D-M/E3D-L configs score at 160 while counting FLOPs at 224/312")
     g = p.add_argument_group("budgets (any combination; at least one)")
     g.add_argument("--budget-flops", type=_number, metavar="F",
                    help="tinynas FLOPs (the reference search's convention: conv, BN, ReLU, pooling)")
@@ -177,7 +182,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         result = search(
             args.frames, args.size, budgets=budgets, space=space,
             seed_arch=_seed_arch(args.seed_arch, args.frames, args.size), score=args.score,
-            stage_weights=args.stage_weights, population=args.population,
+            stage_weights=args.stage_weights, score_size=args.score_size,
+            population=args.population,
             candidates=args.candidates, seed=args.seed, num_classes=args.num_classes,
             latency_predictor=predictor, out=args.out, name=args.name,
             checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
@@ -193,7 +199,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(f"best {result.spec.provenance['score_name']} {result.best_score:.6f}  "
+        at = f" (at {args.frames}x{result.spec.provenance['score_size']}^2)"
+        print(f"best {result.spec.provenance['score_name']}{at} {result.best_score:.6f}  "
               f"tinynas_flops {result.tinynas_flops:.4g}  macs {result.macs:.4g}  "
               f"params {result.params:,}  layers {result.layers}")
         print(f"{result.candidates:,} candidates in {result.seconds:.1f} s "

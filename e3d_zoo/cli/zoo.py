@@ -14,13 +14,18 @@ PROG = "e3d-zoo"
 
 def _summary(target: str, frames: Optional[int], size: Optional[int],
              num_classes: int) -> Dict[str, Any]:
+    from ..complexity import summary
     from ..zoo import spec_for
 
     spec = spec_for(target, frames=frames, size=size)
-    out = spec.summary(num_classes=num_classes)
+    out = summary(spec, num_classes=num_classes)
     if out["name"] is None:
         out["name"] = Path(target).stem
     return out
+
+
+def _fmt_score(value: Optional[float]) -> str:
+    return "undefined" if value is None else f"{value:.6f}"
 
 
 def _fmt_table(rows: List[Dict[str, Any]]) -> str:
@@ -30,7 +35,7 @@ def _fmt_table(rows: List[Dict[str, Any]]) -> str:
         lines.append(
             f"{r['name']:<10} {str(r['frames']) + ' x ' + str(r['size']) + '^2':>15} "
             f"{r['params'] / 1e6:>9.2f}M {r['macs'] / 1e9:>7.2f} {r['tinynas_flops'] / 1e9:>15.3f} "
-            f"{r['layers']:>6} {r['stentr']:>11.6f}")
+            f"{r['layers']:>6} {_fmt_score(r['stentr']):>11}")
     return "\n".join(lines)
 
 
@@ -54,7 +59,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     width = max(len(k) for k in info)
     for key, value in info.items():
         if key == "stentr":
-            value = f"{value:.6f}"
+            value = _fmt_score(value)
         elif isinstance(value, float) and value.is_integer():
             value = f"{int(value):,}"
         elif isinstance(value, int) and key in ("params", "params_backbone", "macs"):
@@ -108,10 +113,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     else:
         spec.save(dst)
     if args.json:
+        from ..complexity import summary
+
         print_json({"src": str(src), "dst": str(dst),
-                    "format": "tinynas" if to_tinynas else "e3d-arch", **spec.summary()})
+                    "format": "tinynas" if to_tinynas else "e3d-arch", **summary(spec)})
     else:
-        print(f"wrote {dst} ({'TinyNAS structure text' if to_tinynas else 'e3d-arch JSON'})")
+        what = "the reference's best_structure.txt format" if to_tinynas else "e3d-arch JSON"
+        print(f"wrote {dst} ({what})")
     return 0
 
 
@@ -145,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(sp)
     sp.set_defaults(func=cmd_score)
 
-    sp = sub.add_parser("convert", help="convert between TinyNAS structure text (.txt) and "
-                        "e3d-arch JSON (.json), by the output's extension")
+    sp = sub.add_parser("convert", help="convert between the reference implementation's "
+                        "structure text (.txt: E3D_S.txt, best_structure.txt; read with --frames "
+                        "and --size) and e3d-arch JSON (.json), by the output's extension")
     sp.add_argument("src", metavar="NAME|PATH")
     sp.add_argument("dst")
     clip_flags(sp)

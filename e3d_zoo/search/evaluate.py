@@ -1,26 +1,32 @@
 """Score and costs of a candidate without building an nn.Module.
 
 Strides never mutate, so the feature size at every block position is fixed for a
-search; every per-block number (score term, tinynas FLOPs, MACs, params, layers)
+search; every per-block number (score terms, tinynas FLOPs, MACs, params, layers)
 then depends only on (position, block). Each is computed once by the authoritative
 per-block functions of ``complexity.py``/``stentr.py`` and cached; a candidate is
 a handful of dict lookups, summed in the same order as the authoritative functions
-so results are bit-for-bit equal to them (tests/search/test_evaluate.py).
+(the score's layer terms one at a time, as the reference adds them), so results are
+bit-for-bit equal to them (tests/search/test_evaluate.py).
+
+The score may be taken at another frame size than the costs (``score_size``): the
+reference's E3D-M and E3D-L searches count FLOPs at 224 and 312 but score STEntr at
+160, its score's default. A candidate whose score is undefined there (a kernel
+parallel to the clip's (T, r, r), see :mod:`e3d_zoo.stentr`) scores ``None``.
 """
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 from typing import NamedTuple, Optional, Sequence
 
-from .. import complexity
+from .. import complexity, stentr
+from ..errors import ArchError
 from ..spec import ArchSpec, BlockSpec
 from .scores import Score
 from .space import COUT, Candidate
 
 
 class Costs(NamedTuple):
-    score: float
+    score: Optional[float]  # None: undefined at this clip shape
     tinynas_flops: float
     macs: int
     params: int
@@ -31,19 +37,21 @@ class FastEvaluator:
     """Evaluates candidates of one skeleton (block kinds and strides of ``seed``)."""
 
     def __init__(self, seed: ArchSpec, frames: int, size: int, score: Score,
-                 stage_weights: Optional[Sequence[float]] = None, num_classes: Optional[int] = 400):
+                 stage_weights: Optional[Sequence[float]] = None, num_classes: Optional[int] = 400,
+                 score_size: Optional[int] = None):
         self.frames = frames
         self.size = size
+        self.score_size = size if score_size is None else score_size
         self.score = score
         self.stage_weights = None if stage_weights is None else tuple(stage_weights)
         self.num_classes = num_classes
         strides = [b.stride for b in seed.blocks]
         self.n = len(strides)
         # Three size conventions, each the one its authoritative function uses:
-        # integer floor-divided r after the stride (STEntr), float r before it (tinynas
-        # FLOPs), integer conv input size (MACs).
+        # integer floor-divided r after the stride (STEntr, from score_size), float r
+        # before it (tinynas FLOPs), integer conv input size (MACs).
         self.r_score, self.r_flops, self.h_macs = [], [], []
-        r_int, r_float, h = size, float(size), size
+        r_int, r_float, h = self.score_size, float(size), size
         for b in seed.blocks:
             r_int = r_int // b.stride
             self.r_score.append(r_int)
@@ -61,6 +69,7 @@ class FastEvaluator:
         self.head_params = complexity.head_params(seed, num_classes)
         self.caches: list[dict] = [{} for _ in range(self.n)]
         self._logs: dict[int, float] = {}
+        self.undefined: dict[tuple[int, tuple], str] = {}  # (position, block) -> why
 
     def block_entry(self, i: int, b: tuple) -> tuple:
         e = self.caches[i].get(b)
@@ -68,7 +77,12 @@ class FastEvaluator:
             bs = BlockSpec(*b)
             macs = sum(layer.macs for layer in complexity.conv_layers(
                 SimpleNamespace(blocks=(bs,)), self.frames, self.h_macs[i]))
-            e = (self.score.block_term(bs, self.frames, self.r_score[i]),
+            try:
+                terms = tuple(self.score.layer_terms(bs, self.frames, self.r_score[i]))
+            except ArchError as exc:
+                terms = None
+                self.undefined[(i, b)] = str(exc)
+            e = (terms,
                  complexity.block_tinynas_flops(bs, self.frames, self.r_flops[i]),
                  macs, complexity.block_params(bs), complexity.block_layers(bs))
             self.caches[i][b] = e
@@ -77,7 +91,7 @@ class FastEvaluator:
     def _log(self, c: int) -> float:
         v = self._logs.get(c)
         if v is None:
-            v = self._logs[c] = math.log(c)
+            v = self._logs[c] = stentr.channel_term(c)
         return v
 
     def costs(self, cand: Candidate) -> tuple[float, int, int, int, list]:
@@ -99,19 +113,36 @@ class FastEvaluator:
             entries.append(e)
         return flops, macs, params, layers, entries
 
-    def score_from(self, cand: Candidate, entries: list) -> float:
+    def score_from(self, cand: Candidate, entries: list) -> Optional[float]:
+        """The score from cached terms, or None where it is undefined."""
         running = 0.0
         if self.stage_weights is None:
             for e in entries:
-                running += e[0]
+                terms = e[0]
+                if terms is None:
+                    return None
+                for t in terms:
+                    running += t
             return running + self._log(cand[-1][COUT])
         scores = []
         is_end = self.is_end
         for i, e in enumerate(entries):
-            running += e[0]
+            terms = e[0]
+            if terms is None:
+                return None
+            for t in terms:
+                running += t
             if is_end[i]:
                 scores.append(running + self._log(cand[i][COUT]))
-        return float(sum(w * s for w, s in zip(self.stage_weights, scores)))
+        return stentr.weighted_sum(scores, self.stage_weights)
+
+    def why_undefined(self, cand: Candidate) -> Optional[str]:
+        """Why ``cand``'s score is undefined (None if it is defined)."""
+        for i, b in enumerate(cand):
+            self.block_entry(i, b)
+            if (i, b) in self.undefined:
+                return f"blocks[{i}]: {self.undefined[(i, b)]}"
+        return None
 
     def evaluate(self, cand: Candidate) -> Costs:
         flops, macs, params, layers, entries = self.costs(cand)

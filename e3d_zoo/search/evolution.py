@@ -35,7 +35,9 @@ from .space import (BoundSpace, Candidate, SearchSpace, blocks_as_dicts, default
                     load_space, space_from_dict, spec_of)
 
 CHECKPOINT_FORMAT = "e3d-search-checkpoint"
-CHECKPOINT_VERSION = 1
+# 2: STEntr in the reference's floating-point arithmetic (scores of version 1 differ in
+# the last bits), score_size.
+CHECKPOINT_VERSION = 2
 DEFAULT_CANDIDATES = 500_000
 DEFAULT_POPULATION = 256
 DEFAULT_CHECKPOINT_EVERY = 50_000
@@ -100,12 +102,15 @@ class SearchResult:
             "accepted": self.counters.get("accepted", 0),
             "over_budget": self.counters.get("over_budget", 0),
             "duplicates": self.counters.get("duplicates", 0),
+            "score_undefined": self.counters.get("score_undefined", 0),
             "population": len(self.population),
             "out": str(self.out) if self.out else None,
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "plots": [str(p) for p in self.plots],
             "seed": self.spec.provenance.get("seed"),
             "score_name": self.spec.provenance.get("score_name"),
+            "score_frames": self.spec.provenance.get("score_frames"),
+            "score_size": self.spec.provenance.get("score_size"),
             "budgets": self.spec.provenance.get("budgets"),
         }
 
@@ -153,8 +158,9 @@ class _Search:
     def __init__(self, frames: int, size: int, budgets: Budgets, space: SearchSpace,
                  seed_spec: ArchSpec, score_name: str, stage_weights: Optional[tuple],
                  population: int, candidates: int, seed: int, num_classes: Optional[int],
-                 latency_predictor: Optional[LatencyPredictor]):
+                 latency_predictor: Optional[LatencyPredictor], score_size: Optional[int] = None):
         self.frames, self.size = frames, size
+        self.score_size = size if score_size is None else score_size
         self.budgets = budgets
         self.space = space
         self.seed_spec = seed_spec
@@ -180,7 +186,12 @@ class _Search:
             raise SearchError("seed architecture breaks the search space's constraints: "
                               + "; ".join(problems))
         self.evaluator = FastEvaluator(seed_spec, frames, size, self.score, stage_weights,
-                                       num_classes)
+                                       num_classes, score_size=self.score_size)
+        why = self.evaluator.why_undefined(self.seed_cand)
+        if why:
+            raise SearchError(f"the seed architecture's {self.score.name} score is undefined at "
+                              f"T = {frames}, score size {self.score_size}: {why} (pick another "
+                              "--frames, --score-size or --seed-arch)")
         # Latency is left out of this lower bound: a table's predictions are measured and
         # interpolated, neither guaranteed monotone nor available for the tiniest layers.
         smallest = self.bound.smallest(self.seed_cand)
@@ -211,7 +222,7 @@ class _Search:
     def fingerprint(self) -> dict[str, Any]:
         """Everything (but the candidate count) that decides the result."""
         return {
-            "frames": self.frames, "size": self.size,
+            "frames": self.frames, "size": self.size, "score_size": self.score_size,
             "budgets": self.budgets.to_dict(),
             "space": self.space.to_dict(),
             "seed_arch": blocks_as_dicts(self.seed_cand),
@@ -287,7 +298,7 @@ class _Search:
             s0 = self.evaluator.evaluate(self.seed_cand).score
             pop = [(s0, self.seed_cand)]
             history = [(0, s0)]
-            counters = {"accepted": 0, "over_budget": 0, "duplicates": 0}
+            counters = {"accepted": 0, "over_budget": 0, "duplicates": 0, "score_undefined": 0}
             elapsed_before = 0.0
         start_n = n
         pop_scores = [s for s, _ in pop]
@@ -336,6 +347,7 @@ class _Search:
         accepted = counters["accepted"]
         over = counters["over_budget"]
         dups = counters["duplicates"]
+        undefined = counters["score_undefined"]
         next_ckpt = (n // checkpoint_every + 1) * checkpoint_every
         t0 = time.perf_counter()
         last_bar_n = n
@@ -359,6 +371,9 @@ class _Search:
                         over += 1
                         continue
                     s = score_from(child, entries)
+                    if s is None:  # undefined at this clip shape: never ranked, counted
+                        undefined += 1
+                        continue
                     if len(pop_cands) >= P:
                         if s <= pop_scores[0]:
                             continue
@@ -373,7 +388,8 @@ class _Search:
                     if s > best:
                         best = s
                         history.append((n, s))
-                counters.update(accepted=accepted, over_budget=over, duplicates=dups)
+                counters.update(accepted=accepted, over_budget=over, duplicates=dups,
+                                score_undefined=undefined)
                 if bar is not None:
                     bar.update(n - last_bar_n)
                     last_bar_n = n
@@ -422,6 +438,8 @@ class _Search:
             "budget_flops_convention": "tinynas_flops",
             "score": top.score,
             "score_name": self.score.name,
+            "score_frames": self.frames,
+            "score_size": self.score_size,
             "stage_weights": list(self.stage_weights) if self.stage_weights is not None else None,
             "seed": self.seed,
             "candidates": n,
@@ -445,6 +463,7 @@ def search(frames: int = 13, size: int = 160, *,
            seed_arch: Union[None, str, os.PathLike, ArchSpec] = None,
            score: str = "stentr",
            stage_weights: Optional[Sequence[float]] = None,
+           score_size: Optional[int] = None,
            population: int = DEFAULT_POPULATION,
            candidates: int = DEFAULT_CANDIDATES,
            seed: int = 0,
@@ -464,13 +483,18 @@ def search(frames: int = 13, size: int = 160, *,
     ``budgets``: a :class:`Budgets` or a dict with keys ``tinynas_flops``, ``macs``,
     ``params``, ``layers``, ``latency_ms``. ``out``: where to write the arch JSON
     (plus ``<stem>_progress.png`` and ``<stem>_population.png`` when ``plots``); its
-    checkpoint defaults to ``<stem>.search-ckpt.json`` beside it. ``stop_after``
+    checkpoint defaults to ``<stem>.search-ckpt.json`` beside it. ``score_size``: the
+    frame size the score is taken at (default ``size``, at which the costs are
+    counted and the space's kernel rule applies; the reference's E3D-M and E3D-L
+    configs score at 160). ``stop_after``
     stops (as Ctrl-C does) after that many candidates, leaving a checkpoint.
 
     All input is validated before any work; problems raise :class:`SearchError`.
     """
     _check_int("frames", frames, 1)
     _check_int("size", size, 1)
+    if score_size is not None:
+        _check_int("score_size", score_size, 1)
     _check_int("population", population, 1)
     _check_int("candidates", candidates, 0)
     _check_int("seed", seed, 0)
@@ -502,7 +526,7 @@ def search(frames: int = 13, size: int = 160, *,
     space_obj = _resolve_space(space)
     seed_spec = _resolve_seed_arch(seed_arch, space_obj, frames, size)
     job = _Search(frames, size, budgets, space_obj, seed_spec, score, stage_weights, population,
-                  candidates, seed, num_classes, latency_predictor)
+                  candidates, seed, num_classes, latency_predictor, score_size=score_size)
     out_path = Path(out) if out is not None else None
     if checkpoint is None and out_path is not None:
         checkpoint = default_checkpoint_path(out_path)

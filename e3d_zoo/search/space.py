@@ -38,11 +38,17 @@ REFERENCE_SEED_STRUCTURE = [
     {"class": CONV, "in": 192, "out": 512, "s": 1, "kt": 1, "k": 1},
 ]
 
-# The reference search's budgets per zoo model ("iterations" = candidates).
+# The reference search's budgets per zoo model ("iterations" = candidates). Its configs
+# (configs/action_recognition/E3D_X3D{S,M,L}_FLOPs.py) give the space and the FLOPs
+# image_size 160 / 224 / 312, but the score only ``frames``: the score's own default
+# image_size, 160, applies to all three ("score_size").
 REFERENCE_BUDGETS = {
-    "e3d_s": {"frames": 13, "size": 160, "flops": 2.0e9, "layers": 83, "iterations": 500000},
-    "e3d_m": {"frames": 16, "size": 224, "flops": 5.0e9, "layers": 83, "iterations": 100000},
-    "e3d_l": {"frames": 16, "size": 312, "flops": 18.5e9, "layers": 167, "iterations": 100000},
+    "e3d_s": {"frames": 13, "size": 160, "score_size": 160, "flops": 2.0e9, "layers": 83,
+              "iterations": 500000},
+    "e3d_m": {"frames": 16, "size": 224, "score_size": 160, "flops": 5.0e9, "layers": 83,
+              "iterations": 100000},
+    "e3d_l": {"frames": 16, "size": 312, "score_size": 160, "flops": 18.5e9, "layers": 167,
+              "iterations": 100000},
 }
 
 # Keys of the reference's ``reference_search`` object that describe rather than configure

@@ -32,8 +32,13 @@ def test_save_pretrained_folder_round_trips(tiny_model, clip, tmp_path):
                              metrics={"val_top1": 91.5}, repo_id="org/tiny")
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((folder / "config.json").read_text())
-    assert config["e3d"]["spec"]["blocks"] == make_tiny_spec().to_dict()["blocks"]
-    assert config["pretrained_cfg"]["hf_hub_id"] == "org/tiny" and config["num_classes"] == 5
+    assert config["model_args"]["spec"]["blocks"] == make_tiny_spec().to_dict()["blocks"]
+    assert config["architecture"] == "e3d_s" and config["num_classes"] == 5
+    assert config["model_args"]["video_cfg"] == {"num_frames": 4, "frame_stride": 2, "input_layout": "NCTHW"}
+    # only timm's PretrainedCfg fields: timm's own loader builds PretrainedCfg(**pretrained_cfg)
+    from timm.models import PretrainedCfg
+
+    assert PretrainedCfg(**config["pretrained_cfg"]).pool_size == [2, 2]
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: e3d-zoo")
     assert "| val_top1 | 91.5 |" in card and "## Intended use" in card
@@ -121,7 +126,7 @@ def test_reference_implementation_checkpoints_are_imported(tiny_model, clip, tmp
 
 def test_registered_tag_without_weights_names_the_repo_and_the_way_out(tmp_path):
     model = create_model(make_tiny_spec(), num_classes=5)
-    with pytest.raises(WeightsError, match=r"no pretrained weights are registered.*e3d-train.*e3d-zoo push"):
+    with pytest.raises(WeightsError, match=r"no pretrained weights are published.*e3d-train.*e3d-zoo push"):
         load_pretrained_weights(model, {"hf_hub_id": None})
     with pytest.raises(WeightsError, match="does not exist"):
         load_pretrained_weights(model, {"file": str(tmp_path / "nothing.safetensors")})
@@ -132,3 +137,135 @@ def test_not_a_folder_nor_a_hub_id(tmp_path):
         load_weights(create_model(make_tiny_spec(), num_classes=5), str(tmp_path / "missing.bin"))
     with pytest.raises(WeightsError, match="no such file or folder"):
         from_pretrained(str(tmp_path / "runs" / "model"))
+
+
+# ---- timm's own loader: timm.create_model("local-dir:FOLDER") -------------------------
+
+def _trained_like(seed=0, **spec_kw):
+    from tiny_arch import tiny_model
+
+    model = tiny_model(num_classes=5, seed=seed, **spec_kw).eval()
+    model.pretrained_cfg["frame_stride"] = 1  # as e3d-train records it for consecutive frames
+    return model
+
+
+def test_timm_local_dir_loads_our_folder_with_identical_outputs(tmp_path, clip):
+    import timm
+
+    import e3d_zoo
+
+    model = _trained_like()
+    folder = save_pretrained(model, tmp_path / "m", label_names=list("abcde"))
+    with torch.no_grad():
+        expected = model(clip)
+    for build in (lambda: timm.create_model(f"local-dir:{folder}", pretrained=True),
+                  lambda: e3d_zoo.create_model(f"local-dir:{folder}", pretrained=True),
+                  lambda: e3d_zoo.create_model(folder, pretrained=True),
+                  lambda: from_pretrained(folder)):
+        loaded = build().eval()
+        with torch.no_grad():
+            assert torch.equal(loaded(clip), expected)
+        cfg = loaded.pretrained_cfg
+        assert loaded.default_cfg is cfg
+        assert (cfg["num_frames"], cfg["frame_stride"], cfg["input_layout"]) == (4, 1, "NCTHW")
+        assert cfg["label_names"] == list("abcde") and loaded.spec.key() == model.spec.key()
+    # without weights: the same architecture, fresh parameters
+    fresh = timm.create_model(f"local-dir:{folder}")
+    assert fresh.spec.key() == model.spec.key() and not torch.equal(
+        fresh.state_dict()["blocks.0.conv.weight"], model.state_dict()["blocks.0.conv.weight"])
+
+
+def test_features_only_with_pretrained_loads_the_full_checkpoint_first(tmp_path, clip):
+    import timm
+
+    model = _trained_like(seed=1)
+    folder = save_pretrained(model, tmp_path / "m")
+    expected = model.forward_intermediates(clip, intermediates_only=True)
+    for feature_cls in ("getter", "list"):
+        f = timm.create_model(f"local-dir:{folder}", pretrained=True, features_only=True,
+                              feature_cls=feature_cls).eval()
+        with torch.no_grad():
+            out = f(clip)
+        assert len(out) == len(expected) and all(torch.equal(a, b) for a, b in zip(out, expected))
+
+
+def test_in_chans_adapts_the_first_conv_of_pretrained_weights(tmp_path):
+    import e3d_zoo
+
+    model = _trained_like(seed=2)
+    folder = save_pretrained(model, tmp_path / "m")
+    gray = torch.randn(2, 1, 4, 32, 32, generator=torch.Generator().manual_seed(3))
+    one = e3d_zoo.create_model(f"local-dir:{folder}", pretrained=True, in_chans=1).eval()
+    assert one.blocks[0].conv.in_channels == 1 and one.spec.in_chans == 1
+    with torch.no_grad():
+        # one channel: the RGB filters summed, so a gray clip gives what RGB = (g, g, g) gives
+        assert torch.allclose(one(gray), model(gray.expand(-1, 3, -1, -1, -1)), atol=1e-5)
+    two = e3d_zoo.create_model(f"local-dir:{folder}", pretrained=True, in_chans=2)  # optical flow
+    w3, w2 = model.blocks[0].conv.weight, two.blocks[0].conv.weight
+    assert w2.shape[1] == 2 and torch.allclose(w2, w3[:, :2] * 3 / 2)  # timm: repeat, scale 3/2
+    # saved with one channel, it reloads with one (model_args.in_chans), through timm too
+    one_folder = save_pretrained(one, tmp_path / "gray")
+    import timm
+
+    again = timm.create_model(f"local-dir:{one_folder}", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(again(gray), one(gray))
+
+
+def test_headless_pretrained_model_drops_the_classifier_silently(tmp_path, clip):
+    import warnings
+
+    import e3d_zoo
+
+    model = _trained_like(seed=4)
+    folder = save_pretrained(model, tmp_path / "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        headless = e3d_zoo.create_model(f"local-dir:{folder}", pretrained=True, num_classes=0).eval()
+    with torch.no_grad():
+        assert torch.equal(headless(clip), model.forward_head(model.forward_features(clip), pre_logits=True))
+
+
+def test_format_1_folders_still_load(tmp_path, clip):
+    """Folders written before config.json became timm-loadable (clip keys in pretrained_cfg)."""
+    model = _trained_like(seed=5)
+    folder = save_pretrained(model, tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    args = config.pop("model_args")
+    config["pretrained_cfg"].update(args["video_cfg"], architecture_spec="e3d_tiny")
+    config.update(architecture="e3d_tiny", head_hidden=args["spec"]["head_hidden"],
+                  e3d={"format_version": 1, "spec": args["spec"]})
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = from_pretrained(folder).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(clip), model(clip))
+    assert loaded.pretrained_cfg["frame_stride"] == 1
+
+
+def test_config_problems_are_named(tmp_path):
+    folder = save_pretrained(_trained_like(seed=6), tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    for edit, needle in [
+        (lambda c: c.__setitem__("architecture", "resnet_nope"), "architecture: 'resnet_nope' is not a registered model"),
+        (lambda c: c["pretrained_cfg"].__setitem__("num_frames", 4), "pretrained_cfg: unknown key(s) ['num_frames']"),
+        (lambda c: c["model_args"]["spec"]["blocks"][1].__setitem__("k", 4), "model_args.spec: blocks[1].k"),
+        (lambda c: c["e3d"].__setitem__("format_version", 9), "e3d.format_version 9"),
+    ]:
+        broken = json.loads(json.dumps(config))
+        edit(broken)
+        (folder / "config.json").write_text(json.dumps(broken))
+        with pytest.raises(WeightsError) as info:
+            from_pretrained(folder)
+        assert needle in str(info.value) and "config.json" in str(info.value)
+
+
+def test_wrapped_or_pruned_models_are_refused_by_save_pretrained(tmp_path):
+    import e3d_zoo
+
+    with pytest.raises(WeightsError, match="expected an E3D model"):
+        save_pretrained(e3d_zoo.create_model(make_tiny_spec(), features_only=True), tmp_path / "f")
+    pruned = e3d_zoo.create_model(make_tiny_spec())
+    pruned.prune_intermediate_layers([1])
+    with pytest.raises(WeightsError, match="expected a full E3D model"):
+        save_pretrained(pruned, tmp_path / "p")
+    assert not (tmp_path / "f").exists() and not (tmp_path / "p").exists()

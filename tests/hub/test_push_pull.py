@@ -25,19 +25,27 @@ pytest.importorskip("olah")
 REPO = Path(__file__).resolve().parents[2]
 
 PULL = r"""
-import json, sys, torch, e3d_zoo
+import json, sys, timm, torch, e3d_zoo
 clip_path, sources = sys.argv[1], sys.argv[2:]
 clip = torch.load(clip_path, weights_only=True)
 outputs, report = {}, {}
 for source in sources:
+    # "timm::NAME" builds with timm.create_model; "NAME=ORG/REPO" points the registered
+    # NAME at a Hub repo, as a published tag's hf_hub_id would
+    loader, _, name = source.rpartition("::")
+    name, _, repo = name.partition("=")
+    create = timm.create_model if loader == "timm" else e3d_zoo.create_model
+    kwargs = {"pretrained_cfg_overlay": {"hf_hub_id": repo}} if repo else {}
     try:
-        model = e3d_zoo.create_model(source, pretrained=True).eval()
+        model = create(name, pretrained=True, **kwargs).eval()
     except e3d_zoo.E3DError as exc:
         report[source] = {"error": f"{type(exc).__name__}: {exc}"}
         continue
     with torch.no_grad():
         outputs[source] = model(clip)
-    report[source] = {"error": None, "labels": model.pretrained_cfg.get("label_names")}
+    cfg = model.pretrained_cfg
+    report[source] = {"error": None, "labels": cfg.get("label_names"),
+                      "clip": [cfg.get("num_frames"), cfg.get("frame_stride"), cfg.get("input_layout")]}
 torch.save(outputs, clip_path + ".out")
 print(json.dumps(report))
 """
@@ -130,8 +138,9 @@ def test_revisions_branches_and_commit_pinning(hub, tmp_path):
     assert torch.equal(out[branch], ref2) and not torch.equal(ref1, ref2)
 
 
-def test_registered_tag_loads_from_its_hf_hub_id(hub, tmp_path):
-    """create_model('e3d_s', pretrained=True) fetches the repo in its pretrained_cfg."""
+def test_registered_model_loads_from_an_hf_hub_id(hub, tmp_path):
+    """A tag's hf_hub_id (here given by pretrained_cfg_overlay, as a published tag would
+    carry it) fetches that repo, with e3d_zoo's factory and timm's."""
     from e3d_zoo.hub import push_to_hub
 
     upload, mirror, _ = hub
@@ -139,13 +148,43 @@ def test_registered_tag_loads_from_its_hf_hub_id(hub, tmp_path):
     e3d_s = create_model("e3d_s", num_classes=400).eval()
     push_to_hub(save_pretrained(e3d_s, tmp_path / "e3d_s"), "e3d-zoo/e3d_s", endpoint=upload.url, token=TEST_TOKEN)
     clip = torch.randn(1, 3, 2, 64, 64)  # a small clip: the net is fully convolutional
-    report, out = _pull(["e3d_m", "e3d_s"], mirror, tmp_path / "hf1", clip)
+    sources = ["e3d_m=e3d-zoo/e3d_m", "e3d_s=e3d-zoo/e3d_s", "timm::e3d_s=e3d-zoo/e3d_s", "e3d_s"]
+    report, out = _pull(sources, mirror, tmp_path / "hf1", clip)
     # e3d_m was never pushed: the error names the repo tried and how to get weights
-    assert "tried Hugging Face Hub repo 'e3d-zoo/e3d_m'" in report["e3d_m"]["error"]
-    assert "e3d-train" in report["e3d_m"]["error"] and "e3d-zoo push" in report["e3d_m"]["error"]
-    assert report["e3d_s"]["error"] is None
+    assert "tried Hugging Face Hub repo 'e3d-zoo/e3d_m'" in report[sources[0]]["error"]
+    assert "e3d-train" in report[sources[0]]["error"] and "e3d-zoo push" in report[sources[0]]["error"]
+    # no tag claims published weights
+    assert "no pretrained weights are published" in report["e3d_s"]["error"]
     with torch.no_grad():
-        assert torch.equal(out["e3d_s"], e3d_s(clip))
+        expected = e3d_s(clip)
+    for source in sources[1:3]:
+        assert report[source]["error"] is None and torch.equal(out[source], expected)
+
+
+def test_timm_hf_hub_loader_rebuilds_a_searched_network_with_identical_outputs(hub, tmp_path):
+    """timm.create_model('hf-hub:...', pretrained=True) on a pushed folder: timm's own
+    config parsing (PretrainedCfg(**pretrained_cfg)), model_args to the constructor,
+    the clip fields restored; outputs identical to ours and to the original."""
+    from tiny_arch import tiny_model
+
+    upload, mirror, _ = hub
+    model = tiny_model(num_classes=4, seed=5).eval()  # a searched (non-zoo) architecture
+    model.pretrained_cfg["frame_stride"] = 1
+    folder = save_pretrained(model, tmp_path / "searched", label_names=["w", "x", "y", "z"])
+    res = _push(folder, "e3d-test/searched", upload)
+    assert res.returncode == 0, res.stderr
+    commit = json.loads(res.stdout)["commit"]
+    clip = torch.randn(1, 3, 4, 32, 32)
+    sources = ["timm::hf-hub:e3d-test/searched", "hf-hub:e3d-test/searched",
+               f"timm::hf-hub:e3d-test/searched@{commit}"]
+    report, out = _pull(sources, mirror, tmp_path / "hf_timm", clip)
+    with torch.no_grad():
+        expected = model(clip)
+    for source in sources:
+        assert report[source]["error"] is None, report[source]
+        assert torch.equal(out[source], expected)
+        assert report[source]["labels"] == ["w", "x", "y", "z"]
+        assert report[source]["clip"] == [4, 1, "NCTHW"]
 
 
 def test_push_failures_are_one_line_errors(hub, tmp_path):

@@ -92,3 +92,20 @@ def test_cli_space_flags_override_the_space(tmp_path, capsys):
     space = spec.provenance["space"]
     assert space["channel_scales"] == [1.25, 0.8] and space["layer_deltas"] == [1]
     assert space["bottleneck_ratios"] == [2.0, 3.0]
+
+
+def test_cli_score_size(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    rc = main(["--frames", "16", "--size", "224", "--score-size", "160", "--budget-flops", "5e9",
+               "--budget-layers", "83", "--candidates", "1000", "--population", "16", "--out", str(out),
+               "--no-plots", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    summary = json.loads(captured.out)
+    assert summary["score_size"] == 160 and summary["score_frames"] == 16
+    spec = load_arch(out)
+    from e3d_zoo import stentr
+
+    assert summary["best_score"] == stentr.stentr_score(spec, 16, 160)
+    assert main(["--score-size", "0", "--budget-flops", "2e9", "--out", str(out)]) == 2
+    assert "score_size: expected an integer >= 1, found 0" in capsys.readouterr().err

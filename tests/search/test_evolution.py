@@ -131,8 +131,9 @@ def test_output_arch_has_provenance_and_builds(tmp_path, tiny_spec):
     import e3d_zoo
 
     out = tmp_path / "found.json"
-    budget = complexity.tinynas_flops(tiny_spec, 4, 64) * 1.5
-    r = search(4, 64, budgets={"tinynas_flops": budget, "params": 60_000}, seed_arch=tiny_spec,
+    # T = 5: at T = 4 the tiny net's (3, 3, 3) kernels are parallel to (4, 4, 4) (undefined)
+    budget = complexity.tinynas_flops(tiny_spec, 5, 64) * 1.5
+    r = search(5, 64, budgets={"tinynas_flops": budget, "params": 60_000}, seed_arch=tiny_spec,
                candidates=1500, seed=0, out=out, num_classes=10, population=16)
     spec = load_arch(out)
     prov = spec.provenance
@@ -147,7 +148,7 @@ def test_output_arch_has_provenance_and_builds(tmp_path, tiny_spec):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model = e3d_zoo.create_model(out, num_classes=10).eval()
     with torch.no_grad():
-        y = model(torch.randn(1, 3, 4, 64, 64))
+        y = model(torch.randn(1, 3, 5, 64, 64))
     assert y.shape == (1, 10)
     assert sum(p.numel() for p in model.parameters()) == r.params
 
@@ -205,3 +206,38 @@ def test_bad_input_fails_before_any_work(tmp_path, kwargs, needle):
     assert needle in str(exc.value)
     assert time.perf_counter() - t0 < 10  # refused up front, not after a billion candidates
     assert list(tmp_path.iterdir()) == []
+
+
+def test_score_size_scores_at_another_frame_size_than_the_costs(tmp_path):
+    """The reference's E3D-M config: FLOPs and the space at 224, STEntr at 160."""
+    out = tmp_path / "m160.json"
+    r = search(16, 224, budgets={"tinynas_flops": 5.0e9, "layers": 83}, score_size=160,
+               candidates=3000, seed=0, population=32, out=out, plots=False)
+    spec = load_arch(out)
+    assert (spec.frames, spec.size) == (16, 224)
+    assert spec.provenance["score_size"] == 160 and spec.provenance["score_frames"] == 16
+    assert r.best_score == spec.provenance["score"] == stentr.stentr_score(spec, 16, 160)
+    assert r.best_score != stentr.stentr_score(spec, 16, 224)
+    assert r.tinynas_flops == complexity.tinynas_flops(spec, 16, 224) <= 5.0e9
+    for m in r.population:
+        assert stentr.stentr_score(spec_of(m.candidate, 16, 224), 16, 160) == m.score
+    assert r.summary()["score_size"] == 160
+
+
+def test_candidates_with_undefined_scores_are_counted_never_ranked():
+    from e3d_zoo.search.space import SearchSpace
+    from e3d_zoo.spec import ArchSpec
+
+    # At T = 10, R = 160 a (3, 3, 3) kernel at r = 10 is parallel to (10, 10, 10): the
+    # reference's 1 - cos is not positive. The seed uses (1, 3) there; mutations reach (3, 3).
+    blocks = [b.to_dict() for b in SearchSpace().seed_spec(10, 160).blocks]
+    for b in blocks[3:5]:
+        b["kt"], b["k"] = 1, 3
+    seed = ArchSpec.from_dict({"name": "seed", "frames": 10, "size": 160, "blocks": blocks})
+    r = search(10, 160, budgets=S_BUDGETS, seed_arch=seed, candidates=3000, seed=0, population=32)
+    assert r.counters["score_undefined"] > 0 and r.summary()["score_undefined"] > 0
+    for m in r.population:
+        assert stentr.stentr_score(spec_of(m.candidate, 10, 160)) == m.score
+    with pytest.raises(SearchError, match=r"seed architecture's stentr score is undefined at T = 10, "
+                                          r"score size 160: blocks\[3\].*parallel"):
+        search(10, 160, budgets=S_BUDGETS, candidates=10)
