@@ -167,3 +167,38 @@ def op_histogram(path_or_proto) -> Dict[str, int]:
     for node in proto.graph.node:
         hist[node.op_type] = hist.get(node.op_type, 0) + 1
     return hist
+
+
+def export_onnx_fp16(onnx_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """An fp16 copy of an fp32 ONNX: weights and compute in float16, I/O kept float32.
+
+    The form TensorRT builds strongly typed fp16 engines from (TensorRT 11 removed the
+    FP16 builder flag: precision must be in the graph). Converted by
+    onnxconverter-common's ``convert_float_to_float16`` (``keep_io_types=True``: a Cast
+    after the input and before the output, so callers keep feeding float32 clips).
+    """
+    onnx = _onnx()
+    try:
+        from onnxconverter_common import float16
+    except ImportError as exc:
+        raise MissingDependencyError("onnxconverter-common", "onnx", "fp16 ONNX conversion") from exc
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise ExportError(f"{onnx_path}: no such ONNX file")
+    model = onnx.load(os.fspath(onnx_path))
+    try:
+        half = float16.convert_float_to_float16(model, keep_io_types=True)
+    except Exception as exc:
+        raise ExportError(f"{onnx_path}: fp16 conversion failed: {exc}") from exc
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta["precision"] = json.dumps("fp16")
+    del half.metadata_props[:]
+    onnx.helper.set_model_props(half, meta)
+    try:
+        onnx.checker.check_model(half, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"onnx.checker rejected the fp16 model: {exc}") from exc
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        onnx.save(half, os.fspath(tmp))
+    return out_path

@@ -1,12 +1,14 @@
 """Post-training static INT8 quantization, calibrated over clips.
 
-* ONNX Runtime: ``onnxruntime.quantization.quantize_static`` in QDQ format (ORT fuses
-  Q/DQ pairs into integer kernels on the CPU; TensorRT reads the same QDQ graph),
-  int8 per-channel weights, activations calibrated by min/max over the clips.
+* ONNX Runtime: ``onnxruntime.quantization.quantize_static`` in QDQ format, by default in
+  the form TensorRT's explicit quantization takes (its ONNX parser: Q/DQ int8 only, zero
+  points 0, DequantizeLinear inputs int8): symmetric int8 activations (per tensor,
+  calibrated by min/max over the clips), symmetric int8 per-channel weights (axis 0,
+  range [-127, 127]) and float biases (TensorRT rejects the int32 bias DequantizeLinear
+  ORT writes otherwise). ORT runs the same file on the CPU.
 * OpenVINO: NNCF's ``nncf.quantize`` on the converted model (``[openvino]`` extra).
 
-Reduced precision is judged by top-1 agreement with fp32 (see :mod:`.verify`), not by
-an abs tolerance.
+Reduced precision is judged by the INT8 criteria of :mod:`.criteria`.
 """
 from __future__ import annotations
 
@@ -31,12 +33,13 @@ def _calibration_clips(clips: Any) -> np.ndarray:
 
 
 def quantize_onnx_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, clips: Any, *,
-                       per_channel: bool = True, symmetric_activations: bool = False,
+                       per_channel: bool = True, for_tensorrt: bool = True,
                        calibrate_method: str = "minmax") -> Path:
     """Static INT8 (QDQ) copy of ``onnx_path`` calibrated on ``clips`` (N, C, T, H, W).
 
-    ``symmetric_activations=True`` gives int8 activations with zero zero-points (what
-    TensorRT's parser requires); the default uint8 asymmetric suits ORT's CPU kernels.
+    ``for_tensorrt=True`` (default) writes the Q/DQ form TensorRT builds strongly typed
+    INT8 engines from (see the module docstring); ``False`` gives ORT's CPU-oriented
+    form (uint8 asymmetric activations, int32 quantized biases), which TensorRT rejects.
     """
     try:
         from onnxruntime import quantization as q
@@ -76,10 +79,10 @@ def quantize_onnx_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike
                 q.quantize_static(
                     str(pre), str(tmp), ClipReader(), quant_format=q.QuantFormat.QDQ,
                     per_channel=per_channel, weight_type=q.QuantType.QInt8,
-                    activation_type=q.QuantType.QInt8 if symmetric_activations else q.QuantType.QUInt8,
+                    activation_type=q.QuantType.QInt8 if for_tensorrt else q.QuantType.QUInt8,
                     calibrate_method=methods[calibrate_method],
-                    extra_options={"ActivationSymmetric": symmetric_activations,
-                                   "WeightSymmetric": True})
+                    extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True,
+                                   "QuantizeBias": not for_tensorrt})
             except Exception as exc:
                 raise ExportError(f"{onnx_path}: onnxruntime static quantization failed: {exc}") from exc
             _copy_metadata(onnx_path, tmp, {"precision": "int8", "int8_calibration_clips": len(clips)})

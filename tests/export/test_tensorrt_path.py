@@ -82,7 +82,7 @@ def test_engine_build_fails_before_any_work_naming_the_trt_extra(tmp_path, tiny_
     onnx_path = export_onnx(tiny_model_mod, tmp_path / "m.onnx")
     engine = tmp_path / "m.engine"
     with pytest.raises((MissingDependencyError, BackendError)) as info:
-        build_trt_engine(onnx_path, engine, fp16=True)
+        build_trt_engine(onnx_path, engine)
     assert "e3d-zoo[trt]" in str(info.value) or "CUDA" in str(info.value)
     assert not engine.exists() and not engine_sidecar_path(engine).exists()
     # the whole export fails first too, before writing anything
@@ -101,5 +101,5 @@ def test_engine_build_and_run_on_gpu(tmp_path, tiny_model_mod):  # pragma: no co
                               timing_cache=tmp_path / "timing.cache")
     assert engine_sidecar_path(engine).is_file() and (tmp_path / "timing.cache").is_file()
     be = load_backend("tensorrt", engine)
-    r = verify_backend(be, tiny_model_mod, random_clips(4, frames=4, size=32), abs_tol=1e-3)
+    r = verify_backend(be, tiny_model_mod, random_clips(4, frames=4, size=32))
     assert r.passed
