@@ -121,6 +121,9 @@ def check_trt_support(model: Any) -> Dict[str, Any]:
     inits = {i.name for i in model.graph.initializer}
     const_outputs = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     constant = inits | const_outputs
+    for node in model.graph.node:  # weights given as (Q/)DQ of an initializer are constants too
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Cast") and node.input[0] in constant:
+            constant.update(node.output)
     init_by_name = {i.name: i for i in model.graph.initializer}
     problems: List[str] = []
     ops: Dict[str, int] = {}
@@ -151,7 +154,8 @@ def check_trt_support(model: Any) -> Dict[str, Any]:
             continue
         if node.op_type in ("Conv", "ConvTranspose"):
             if len(node.input) > 1 and node.input[1] not in constant:
-                problems.append(f"{where}: weights {node.input[1]!r} must be an initializer")
+                problems.append(f"{where}: weights {node.input[1]!r} must be an initializer "
+                                "(or its DequantizeLinear)")
         if node.op_type in ("Conv", "ConvTranspose", "AveragePool", "MaxPool"):
             r = ranks.get(node.input[0])
             if r is not None and r not in (4, 5):
@@ -243,7 +247,7 @@ def build_trt_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLik
     io: Dict[str, Dict[str, Any]] = {}
     for tensor in [network.get_input(i) for i in range(network.num_inputs)]:
         if tensor.dtype != trt.DataType.FLOAT:
-            raise ExportError(f"{onnx_path}: input {tensor.name!r} is {tensor.dtype}; our engines take "
+            raise ExportError(f"{onnx_path}: input {tensor.name!r} is {getattr(tensor.dtype, 'name', tensor.dtype)}; our engines take "
                               "float32 clips at every precision (export fp16 ONNX with keep_io_types)")
         shape = list(tensor.shape)
         if any(d < 0 for d in shape[1:]):
@@ -255,7 +259,7 @@ def build_trt_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLik
         io[tensor.name] = {"mode": "input", "dtype": "float32"}
     for tensor in [network.get_output(i) for i in range(network.num_outputs)]:
         if tensor.dtype != trt.DataType.FLOAT:
-            raise ExportError(f"{onnx_path}: output {tensor.name!r} is {tensor.dtype}, expected float32")
+            raise ExportError(f"{onnx_path}: output {tensor.name!r} is {getattr(tensor.dtype, 'name', tensor.dtype)}, expected float32")
         io[tensor.name] = {"mode": "output", "dtype": "float32"}
     if config.add_optimization_profile(profile) < 0:
         raise ExportError(f"{onnx_path}: TensorRT rejected the optimization profile {profiles}")

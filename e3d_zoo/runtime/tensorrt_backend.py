@@ -163,7 +163,7 @@ class TensorRTBackend(Backend):
         for name in (self.input_name, self.output_name):
             dtype = self.engine.get_tensor_dtype(name)
             if dtype != trt.DataType.FLOAT:  # our engines keep float32 I/O at every precision
-                raise BackendError(f"{path}: tensor {name!r} is {dtype}, expected float32 I/O")
+                raise BackendError(f"{path}: tensor {name!r} is {getattr(dtype, 'name', dtype)}, expected float32 I/O")
         self.profile = [tuple(s) for s in self.engine.get_tensor_profile_shape(self.input_name, 0)]
         self.context = self.engine.create_execution_context()
         if self.context is None:
