@@ -286,7 +286,7 @@ def tensorrt(check: Check, ref_factory: Callable[[], Reference], runs: int) -> D
     try:
         spec = ref.model.spec
         calib = random_clips(16, frames=spec.frames, size=spec.size, in_chans=ref.model.in_chans, seed=1)
-        sources["int8"] = quantize_onnx_int8(onnx_path, work / "model_int8.onnx", calib)
+        sources["int8"] = quantize_onnx_int8(onnx_path, work / "model_int8_trt.onnx", calib, for_tensorrt=True)
     except Exception as exc:
         out["engines"]["int8"] = check.skip("TensorRT INT8 engine", f"no Q/DQ ONNX: {exc}")
     for precision, src in sources.items():

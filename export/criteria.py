@@ -50,17 +50,18 @@ class Criteria:
                 f"top-1 >= {self.min_top1:g}, top-{self.topk} overlap >= {self.min_topk:g}")
 
 
-# Calibrated on our CPUs (docs/export.md, "Verification" has the table and the command):
-# untouched fp32 artifacts differ from PyTorch by ~2e-6 of the logit range, fp16 ones by
-# ~5e-3 (cosine 0.99998), INT8 ones by 0.1-0.3 (cosine 0.90-0.99) on random-weight nets.
-# The injected faults (tests/export/test_fault_injection.py) move fp32/fp16 logits by
-# >= 3e-2 (cosine <= 0.999) and INT8 ones by >= 0.5, except weights x 1.01, which
-# INT8's own noise hides.
+# Calibrated on our CPUs (docs/export.md, "Verification" has the tables and commands):
+# untouched fp32 artifacts differ from PyTorch by ~1e-6 of the logit range (E3D-S and the
+# tiny test net), fp16 ones by 1.5e-3 - 2.3e-3 (cosine >= 0.9999975), INT8 ones by
+# 0.04 - 0.24 (cosine >= 0.98) on random-weight nets. The injected faults
+# (tests/export/test_fault_injection.py) move fp32/fp16 logits by >= 3e-2 (cosine
+# <= 0.99965) and INT8 ones by >= 0.4 (cosine <= 0.87), except weights x 1.01, which
+# INT8's own error hides. bf16 (8-bit mantissa, 8x fp16's step) is derived, not measured.
 CRITERIA: Dict[str, Criteria] = {
     "fp32": Criteria("fp32", max_rel_err=1e-4, min_cosine=0.99999, min_top1=1.0, min_topk=1.0),
-    "fp16": Criteria("fp16", max_rel_err=2e-2, min_cosine=0.9995, min_top1=1.0, min_topk=0.9),
-    "bf16": Criteria("bf16", max_rel_err=5e-2, min_cosine=0.995, min_top1=0.75, min_topk=0.8),
-    "int8": Criteria("int8", max_rel_err=0.35, min_cosine=0.85, min_top1=0.75, min_topk=0.6),
+    "fp16": Criteria("fp16", max_rel_err=1e-2, min_cosine=0.9999, min_top1=1.0, min_topk=0.9),
+    "bf16": Criteria("bf16", max_rel_err=5e-2, min_cosine=0.999, min_top1=0.75, min_topk=0.8),
+    "int8": Criteria("int8", max_rel_err=0.35, min_cosine=0.95, min_top1=0.75, min_topk=0.6),
 }
 PRECISION_ALIASES = {"fp16 weights": "fp16", "float32": "fp32", "float16": "fp16", "f32": "fp32",
                      "f16": "fp16", "int8+fp16": "int8", "tf32": "fp32"}

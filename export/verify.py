@@ -63,7 +63,10 @@ def randomize_statistics(model: nn.Module, seed: int = 0, *, scale_head: bool = 
     A freshly built E3D has identity BatchNorm statistics and zero-initialized
     residual branches (its logits are ~1e-5 and most branches compute nothing), so no
     check against it can fail on a wrong artifact. This sets random BN affine terms
-    (gamma in [0.5, 1.5], beta in [-0.2, 0.2]), then measures the running statistics
+    (gamma in [0.5, 1.5], beta in [-0.2, 0.2]; gamma in [0.1, 0.3] for the BNs the model
+    zero-initializes, the last of each residual branch, as training leaves them small:
+    with large ones E3D-S turns so sensitive that rounding its weights to fp16 moves the
+    logits by 7 %), then measures the running statistics
     on ``clips`` (default: 2 seeded random clips at the model's shape) the way BN
     recalibration does, so every layer sees normalized, input-dependent activations;
     with ``scale_head`` the linear layers get unit-variance weights so logits are
@@ -76,7 +79,8 @@ def randomize_statistics(model: nn.Module, seed: int = 0, *, scale_head: bool = 
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                lo, hi = (0.1, 0.3) if not m.weight.any() else (0.5, 1.5)
+                m.weight.copy_(torch.rand(n, generator=g) * (hi - lo) + lo)
                 m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
             elif scale_head and isinstance(m, nn.Linear):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features ** 0.5)

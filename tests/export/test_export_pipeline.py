@@ -25,18 +25,20 @@ def test_every_local_format_is_written_and_verified(full_export):
     out, manifest = full_export
     names = {p.name for p in out.iterdir()}
     assert {"model.onnx", "model_2d.onnx", "model.xml", "model.bin", "model_fp16.xml", "model_fp16.onnx",
-            "model_int8.onnx", "model_int8.xml", "reference.npz", "manifest.json"} <= names
+            "model_int8.onnx", "model_int8_trt.onnx", "model_int8.xml", "reference.npz", "manifest.json"} <= names
     assert set(manifest["artifacts"]) == {"onnx", "onnx_2d", "openvino", "openvino_fp16", "onnx_fp16",
-                                          "int8_onnx", "int8_openvino"}
+                                          "int8_onnx", "int8_onnx_trt", "int8_openvino"}
     by_name = {r["name"]: r for r in manifest["verification"]}
     assert set(by_name) == {"onnx", "lowering_pytorch", "onnx_2d", "openvino", "openvino_fp16",
-                            "onnx_fp16", "int8_onnx", "int8_openvino"}
+                            "onnx_fp16", "int8_onnx", "int8_onnx_trt", "int8_openvino"}
     assert all(r["passed"] and not r["failed"] for r in by_name.values())
     for fp32 in ("onnx", "onnx_2d", "openvino"):
         assert by_name[fp32]["max_rel_err"] <= 1e-4 and by_name[fp32]["precision"] == "fp32"
         assert by_name[fp32]["criteria"] == criteria_for("fp32").to_dict()
     assert by_name["lowering_pytorch"]["max_rel_err"] <= 1e-5
-    for reduced, key in (("int8_onnx", "int8"), ("int8_openvino", "int8"), ("openvino_fp16", "fp16"),
+    assert manifest["artifacts"]["int8_onnx_trt"]["tensorrt_parser_check"]["supported"] is True
+    assert manifest["artifacts"]["int8_onnx"]["tensorrt_parser_check"]["supported"] is False
+    for reduced, key in (("int8_onnx", "int8"), ("int8_onnx_trt", "int8"), ("int8_openvino", "int8"), ("openvino_fp16", "fp16"),
                          ("onnx_fp16", "fp16")):
         assert by_name[reduced]["criteria"] == criteria_for(key).to_dict()
         assert manifest["artifacts"][reduced]["verify"]["criteria"] == key

@@ -21,7 +21,7 @@ from e3d_export.reverify import failure_line, verify_folder
 FORMATS = {  # manifest name -> file
     "onnx": "model.onnx", "onnx_2d": "model_2d.onnx", "openvino": "model.xml",
     "openvino_fp16": "model_fp16.xml", "onnx_fp16": "model_fp16.onnx",
-    "int8_onnx": "model_int8.onnx", "int8_openvino": "model_int8.xml",
+    "int8_onnx": "model_int8.onnx", "int8_onnx_trt": "model_int8_trt.onnx", "int8_openvino": "model_int8.xml",
 }
 CASES = [(name, fault) for name in FORMATS for fault in FAULTS
          if not (name.startswith("int8") and fault == "scale_weight")]

@@ -115,7 +115,8 @@ def precision_onnx(tmp_path_factory, tiny_model_mod):
     d = tmp_path_factory.mktemp("prec")
     fp32 = export_onnx(tiny_model_mod, d / "model.onnx")
     fp16 = export_onnx_fp16(fp32, d / "model_fp16.onnx")
-    int8 = quantize_onnx_int8(fp32, d / "model_int8.onnx", random_clips(8, frames=4, size=32, seed=1))
+    int8 = quantize_onnx_int8(fp32, d / "model_int8_trt.onnx", random_clips(8, frames=4, size=32, seed=1),
+                              for_tensorrt=True)
     return {"fp32": fp32, "fp16": fp16, "int8": int8}
 
 
@@ -156,6 +157,14 @@ def test_fp16_onnx_keeps_float32_io(precision_onnx):
     assert onnx_precision(m) == "fp16" and check_trt_support(m)["supported"]
     assert {v.type.tensor_type.elem_type for v in list(m.graph.input) + list(m.graph.output)} == {TensorProto.FLOAT}
     assert all(i.data_type != TensorProto.FLOAT for i in m.graph.initializer if len(i.dims) > 1)
+
+
+def test_ort_cpu_int8_form_is_flagged_for_tensorrt(tmp_path, precision_onnx):
+    from e3d_export import quantize_onnx_int8, random_clips
+
+    cpu = quantize_onnx_int8(precision_onnx["fp32"], tmp_path / "cpu.onnx", random_clips(4, frames=4, size=32))
+    problems = check_trt_support(cpu)["problems"]
+    assert any("UINT8" in p for p in problems) and any("INT32" in p for p in problems)
 
 
 def test_check_flags_what_tensorrt_rejects_in_qdq():
@@ -267,7 +276,7 @@ def test_export_trt_builds_one_verified_engine_per_precision(monkeypatch, tmp_pa
     assert {k: (v["file"], v["precision"], v["from"]) for k, v in engines.items()} == {
         "tensorrt": ("model.engine", "fp32", "model.onnx"),
         "tensorrt_fp16": ("model_fp16.engine", "fp16", "model_fp16.onnx"),
-        "tensorrt_int8": ("model_int8.engine", "int8", "model_int8.onnx")}
+        "tensorrt_int8": ("model_int8.engine", "int8", "model_int8_trt.onnx")}
     by_name = {r["name"]: r for r in m["verification"]}
     assert all(by_name[k]["passed"] and by_name[k]["backend"] == "tensorrt" for k in engines)
     report = verify_folder(tmp_path / "out", threads=1)
