@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from faults import FAULTS, inject
+from e3d_export.faults import FAULTS, inject
 from tiny_arch import tiny_model
 from e3d_export import export
 from e3d_export.reverify import failure_line, verify_folder

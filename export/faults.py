@@ -1,7 +1,9 @@
 """Fault injection: corrupt an exported artifact the way a real corruption would look.
 
-Each fault edits the artifact itself (the ONNX graph or the OpenVINO IR), not the
-PyTorch model, so the verifier must find it from the artifact's outputs alone:
+For proving a verifier (ours: tests/export/test_fault_injection.py and
+``python -m e3d_eval.verify_calibration``; yours: any deployment check). Each fault edits
+the artifact itself (the ONNX graph or the OpenVINO IR), not the PyTorch model, so the
+verifier must find it from the artifact's outputs alone:
 
 * ``scale_weight``: one convolution's weights x 1.01 (for INT8 artifacts, whose weights
   are int8, the per-channel dequantization scale x 1.01: the same real weights);
