@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 
 FORMATS = {"onnx": "model.onnx", "onnx_2d": "model_2d.onnx", "openvino": "model.xml",
            "openvino_fp16": "model_fp16.xml", "onnx_fp16": "model_fp16.onnx", "int8_onnx": "model_int8.onnx",

@@ -18,7 +18,7 @@ layer in every format; ``drop_residual`` takes the first residual Add.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import numpy as np
 

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from e3d_zoo.atomic import atomic_path
-from e3d_zoo.errors import ExportError, MissingDependencyError
+from e3d_zoo.errors import ExportError, MissingDependencyError, require
 
 
 def _calibration_clips(clips: Any) -> np.ndarray:
@@ -45,13 +45,12 @@ def quantize_onnx_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike
     pairs: E3D-S lowered, 2 shared threads, 86 ms (CPU form) against 245 ms (TensorRT
     form) and 132 ms (fp32), docs/export_int8_forms.json.
     """
-    try:
-        from onnxruntime import quantization as q
-    except ImportError as exc:
-        raise MissingDependencyError("onnxruntime", "onnx", "INT8 quantization") from exc
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise ExportError(f"{onnx_path}: no such ONNX file")
+    require("onnxruntime", "onnx", "INT8 quantization")
+    from onnxruntime import quantization as q
+
+    from .onnx import existing_onnx
+
+    onnx_path = existing_onnx(onnx_path)
     clips = _calibration_clips(clips)
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                "percentile": q.CalibrationMethod.Percentile}

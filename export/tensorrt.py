@@ -218,10 +218,10 @@ def build_trt_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLik
     profile on the dynamic batch axis (ignored for static-batch exports).
     ``timing_cache``: read if present and updated after the build, so rebuilds are fast.
     """
-    onnx_path = Path(onnx_path)
+    from .onnx import existing_onnx
+
+    onnx_path = existing_onnx(onnx_path)
     engine_path = Path(engine_path)
-    if not onnx_path.is_file():
-        raise ExportError(f"{onnx_path}: no such ONNX file")
     if not (1 <= batch[0] <= batch[1] <= batch[2]):
         raise ExportError(f"batch: expected min <= opt <= max, all >= 1, found {batch}")
     trt = require_tensorrt("building a TensorRT engine")  # before any work

@@ -9,7 +9,7 @@ that cannot reveal a wrong artifact (:func:`.criteria.check_reference`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -17,32 +17,33 @@ import torch.nn as nn
 
 from e3d_zoo.errors import ExportError, VerificationError
 
-from .criteria import Criteria, check_reference, compare, criteria_for, summarize
+from .criteria import Agreement, Criteria, check_reference, compare, criteria_for, summarize
 
 
 @dataclass
 class VerificationResult:
+    """Which artifact ran where, and its :class:`Agreement` (whose fields read through)."""
+
     artifact: str
     backend: str
     precision: str
     clips: int
     clip_shape: list
-    max_abs_err: float
-    max_rel_err: float
-    min_cosine: float
-    top1_agreement: float
-    topk_agreement: float
-    reference_scale: float
     criteria: Dict[str, Any]
-    failed: List[str]
-    passed: bool
+    agreement: Agreement
+
+    def __getattr__(self, name: str) -> Any:  # max_rel_err, min_cosine, ..., failed, passed
+        if name == "agreement":
+            raise AttributeError(name)
+        return getattr(self.agreement, name)
 
     @property
     def criterion(self) -> str:
         return Criteria.from_dict(self.criteria).describe()
 
     def to_dict(self) -> Dict[str, Any]:
-        return {**asdict(self), "criterion": self.criterion}
+        d = {k: v for k, v in asdict(self).items() if k != "agreement"}
+        return {**d, **self.agreement.to_dict(), "criterion": self.criterion}
 
 
 def random_clips(n: int, *, frames: int, size: int, in_chans: int = 3, seed: int = 0) -> np.ndarray:
@@ -126,11 +127,9 @@ def judge(ref: np.ndarray, got: np.ndarray, *, artifact: str, backend: str, prec
     """
     crit = criteria or criteria_for(precision)
     agreement = compare(ref, got, crit)
-    stats = agreement.to_dict()
-    stats.pop("passed")
     result = VerificationResult(artifact=artifact, backend=backend, precision=precision,
                                 clips=int(len(ref)), clip_shape=list(clip_shape or []),
-                                criteria=crit.to_dict(), **stats, passed=agreement.passed)
+                                criteria=crit.to_dict(), agreement=agreement)
     if raise_on_fail and not agreement.passed:
         raise VerificationError(f"{artifact}: verification failed on {backend} ({precision}): "
                                 + summarize(agreement))
