@@ -42,8 +42,8 @@ def quantize_onnx_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike
     engines from (see the module docstring); the default is ONNX Runtime's CPU form
     (uint8 asymmetric activations, int32 quantized biases), which ORT fuses into integer
     kernels and TensorRT rejects. ORT runs the TensorRT form as float convs between Q/DQ
-    pairs: E3D-S lowered, 2 shared threads, 86 ms (CPU form) against 245 ms (TensorRT
-    form) and 132 ms (fp32), docs/export_int8_forms.json.
+    pairs: E3D-S lowered, 2 shared threads, 88 ms (CPU form) against 247 ms (TensorRT
+    form) and 129 ms (fp32), docs/export_int8_forms.json.
     """
     require("onnxruntime", "onnx", "INT8 quantization")
     from onnxruntime import quantization as q

@@ -85,6 +85,13 @@ def test_headline_registered_name_gets_trained_like_statistics_and_zeros_cannot_
     assert src["seed"] == 0 and src["randomized_statistics"] and "random initialization" in src["weights"]
     logits = np.load(out / "reference.npz")["logits"]
     assert np.abs(logits).max() > 0.1 and not reference_problems(logits)
+    # the registered name + seed re-creates exactly the exported weights
+    from e3d_export.reverify import load_reference
+    from e3d_export.source import check_source
+
+    manifest = load_manifest(out)
+    source = check_source(out, manifest, *load_reference(out, manifest))
+    assert source["status"] == "passed" and source["max_abs_err"] == 0.0
     # an artifact returning zeros: the classifier's weights and bias zeroed in the ONNX itself
     model = onnx.load(str(out / "model.onnx"))
     gemm = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
