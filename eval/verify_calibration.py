@@ -44,7 +44,7 @@ def calibrate(seed: int, work: Path) -> Dict[str, Dict[str, Any]]:
     from e3d_export import export, randomize_statistics
     from e3d_export.criteria import compare, criteria_for
     from e3d_export.faults import FAULTS, inject
-    from e3d_export.reverify import _run_backend, artifact_plan, load_reference
+    from e3d_export.reverify import run_artifact, artifact_plan, load_reference
     from e3d_export.manifest import load_manifest
 
     torch.manual_seed(seed)
@@ -61,7 +61,7 @@ def calibrate(seed: int, work: Path) -> Dict[str, Dict[str, Any]]:
         row = {}
         for fault in ("untouched",) + FAULTS:
             path = folder / file if fault == "untouched" else inject(folder / file, work / "faulty", fault)
-            a = compare(logits, _run_backend(path, plan["backend"], plan["options"], clips, 1), crit)
+            a = compare(logits, run_artifact(path, plan["backend"], plan["options"], clips, 1), crit)
             row[fault] = {"max_rel_err": a.max_rel_err, "cosine": a.min_cosine, "passed": a.passed}
         rows[name] = {"criteria": crit.to_dict(), **row}
     return rows

@@ -83,8 +83,9 @@ def artifact_plan(name: str, art: Mapping[str, Any], manifest: Mapping[str, Any]
             "criteria": criteria, "options": dict(how.get("options") or {})}
 
 
-def _run_backend(path: Path, backend: str, options: Mapping[str, Any], clips: np.ndarray,
+def run_artifact(path: Path, backend: str, options: Mapping[str, Any], clips: np.ndarray,
                  threads: Optional[int]) -> np.ndarray:
+    """The artifact's logits for ``clips``, one clip at a time (static-batch exports too)."""
     from e3d_zoo.runtime import load_backend
 
     be = load_backend(backend, path, threads=threads, **options)
@@ -110,7 +111,7 @@ def verify_artifact_in_folder(folder: Path, plan: Mapping[str, Any], clips: np.n
     if not ok:
         return {**row, "status": "skipped", "reason": f"{plan['backend']} is not usable here: {why}"}
     try:
-        got = _run_backend(folder / plan["file"], plan["backend"], plan["options"], clips, threads)
+        got = run_artifact(folder / plan["file"], plan["backend"], plan["options"], clips, threads)
     except MissingDependencyError as exc:
         return {**row, "status": "skipped", "reason": str(exc)}
     except (BackendError, E3DError) as exc:
