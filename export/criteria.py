@@ -47,7 +47,7 @@ class Criteria:
 
     def describe(self) -> str:
         return (f"max_rel_err <= {self.max_rel_err:g}, cosine >= {self.min_cosine:g}, "
-                f"top-1 >= {self.min_top1:g}, top-{self.topk} overlap >= {self.min_topk:g}")
+                f"top-1 >= {self.min_top1:g}, top-k overlap >= {self.min_topk:g} (k <= {self.topk})")
 
 
 # Calibrated on our CPUs (docs/export.md, "Verification" has the tables and commands):
