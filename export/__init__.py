@@ -4,26 +4,45 @@
     export_onnx(model, "e3d_s.onnx", frames=13, size=160)
     manifest = export("e3d_s", "exports/e3d_s", openvino=True, lower_2d=True)
 
-Runtimes (onnxruntime, openvino, tensorrt, nncf) are imported only by the functions
-that need them.
+Names are imported on first use (PEP 562), so ``import e3d_export.reverify`` and
+``e3d_export.criteria`` work without torch on an edge box; runtimes (onnxruntime,
+openvino, tensorrt, nncf) are imported only by the functions that need them.
 """
-from .fold import fold_batchnorm, has_batchnorm
-from .lower2d import E3D2d, lower_to_2d
-from .manifest import MANIFEST_NAME, check_manifest, load_manifest
-from .onnx import DEFAULT_OPSET, export_onnx, model_metadata, op_histogram, read_metadata
-from .openvino import export_openvino
-from .pipeline import export, load_source
-from .quantize import quantize_onnx_int8, quantize_openvino_int8
-from .tensorrt import (TRT_SUPPORTED_OPS, build_trt_engine, check_trt_support,
-                       read_engine_sidecar)
-from .verify import (VerificationResult, compare, random_clips, randomize_statistics,
-                     reference_logits, verify_artifact, verify_backend)
+from __future__ import annotations
 
-__all__ = [
-    "export", "load_source", "export_onnx", "export_openvino", "lower_to_2d", "E3D2d",
-    "fold_batchnorm", "has_batchnorm", "model_metadata", "read_metadata", "op_histogram",
-    "DEFAULT_OPSET", "quantize_onnx_int8", "quantize_openvino_int8", "build_trt_engine",
-    "check_trt_support", "read_engine_sidecar", "TRT_SUPPORTED_OPS", "verify_artifact",
-    "verify_backend", "VerificationResult", "compare", "random_clips", "randomize_statistics", "reference_logits",
-    "MANIFEST_NAME", "check_manifest", "load_manifest",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "fold": ("fold_batchnorm", "has_batchnorm"),
+    "lower2d": ("E3D2d", "lower_to_2d"),
+    "manifest": ("MANIFEST_NAME", "check_manifest", "load_manifest"),
+    "onnx": ("DEFAULT_OPSET", "export_onnx", "export_onnx_fp16", "model_metadata", "op_histogram",
+             "read_metadata"),
+    "openvino": ("export_openvino",),
+    "pipeline": ("export",),
+    "source": ("load_source",),
+    "quantize": ("quantize_onnx_int8", "quantize_openvino_int8"),
+    "tensorrt": ("TRT_SUPPORTED_OPS", "build_trt_engine", "check_trt_support", "onnx_precision",
+                 "read_engine_sidecar"),
+    "verify": ("VerificationResult", "random_clips", "randomize_statistics", "reference_logits",
+               "verify_artifact", "verify_backend"),
+    "criteria": ("CRITERIA", "Criteria", "agrees", "compare", "criteria_for"),
+    "reverify": ("verify_folder",),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'e3d_export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

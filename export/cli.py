@@ -3,6 +3,7 @@
     e3d-export e3d_s --onnx --openvino --lower-2d --out exports/e3d_s
     e3d-export runs/ckpt/last.pth --arch e3d_s --openvino --int8 --out exports/mine --json
     e3d-export --check exports/e3d_s          # re-hash a folder against its manifest
+    e3d-export --verify exports/e3d_s         # re-run every artifact here against the stored reference
 """
 from __future__ import annotations
 
@@ -38,20 +39,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=int, default=4, help="random verification clips (default 4)")
     p.add_argument("--calibration-clips", type=int, default=16, help="INT8 calibration clips (default 16)")
     p.add_argument("--video", help="also verify on a clip decoded from this video file")
-    p.add_argument("--abs-tol", type=float, default=1e-4, help="fp32 tolerance on logits (default 1e-4)")
-    p.add_argument("--min-top1", type=float, default=0.9,
-                   help="fp16/int8: minimum top-1 agreement with PyTorch (default 0.9)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random weights when no checkpoint or --pretrained is given (default 0)")
+    p.add_argument("--max-rel-err", type=float,
+                   help="fp32 artifacts: largest error allowed, relative to the largest reference logit "
+                        "(default 1e-4)")
+    p.add_argument("--min-top1", type=float,
+                   help="fp16/bf16/int8 artifacts: minimum top-1 agreement with PyTorch "
+                        "(defaults: fp16 1.0, int8 0.75)")
     p.add_argument("--no-verify", action="store_true", help="skip verification (not recommended)")
     p.add_argument("--benchmark", type=int, default=0, metavar="RUNS",
                    help="time each artifact over RUNS runs and record medians in the manifest")
     p.add_argument("--threads", type=int, help="runtime threads for verification/benchmark")
     p.add_argument("--check", metavar="FOLDER", help="verify FOLDER's files against its manifest and exit")
+    p.add_argument("--verify", metavar="FOLDER",
+                   help="re-verify every artifact in FOLDER on this machine's runtimes against the "
+                        "reference inputs/outputs stored there (and against the recorded source when "
+                        "torch and the source are here), then exit")
+    p.add_argument("--no-source-check", action="store_true",
+                   help="with --verify: do not re-create the recorded source model")
     add_json_flag(p)
     return p
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verify:
+        return _verify(args)
     if args.check:
         from .manifest import check_manifest
 
@@ -67,22 +81,24 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError("--out: an output folder is required")
     if args.opset < 17:
         raise ConfigError(f"--opset: expected 17 or newer, found {args.opset}")
-    if not 0.0 <= args.min_top1 <= 1.0:
+    if args.min_top1 is not None and not 0.0 <= args.min_top1 <= 1.0:
         raise ConfigError(f"--min-top1: expected a fraction in [0, 1], found {args.min_top1}")
+    if args.max_rel_err is not None and not args.max_rel_err > 0:
+        raise ConfigError(f"--max-rel-err: expected a positive number, found {args.max_rel_err}")
     extra = None
     if args.video:
         extra = _decoded_clip(args)
-    from .pipeline import export
+    from .pipeline import criteria_overrides, export
 
     log = None if args.json else (lambda msg: print(msg, file=sys.stderr))
     manifest = export(args.source, args.out, onnx=True, openvino=args.openvino, trt=args.trt,
                       lower_2d=args.lower_2d, int8=args.int8, fp16=args.fp16, arch=args.arch,
                       num_classes=args.num_classes, frames=args.frames, size=args.size,
-                      pretrained=args.pretrained, batch=args.batch, dynamic_batch=not args.static_batch,
-                      opset=args.opset, verify=not args.no_verify, n_clips=args.clips,
-                      extra_clips=extra, n_calibration=args.calibration_clips, abs_tol=args.abs_tol,
-                      min_top1=args.min_top1, threads=args.threads, benchmark_runs=args.benchmark,
-                      progress=not args.json, log=log)
+                      pretrained=args.pretrained, seed=args.seed, batch=args.batch,
+                      dynamic_batch=not args.static_batch, opset=args.opset, verify=not args.no_verify,
+                      n_clips=args.clips, extra_clips=extra, n_calibration=args.calibration_clips,
+                      criteria=criteria_overrides(args.max_rel_err, args.min_top1), threads=args.threads,
+                      benchmark_runs=args.benchmark, progress=not args.json, log=log)
     if args.json:
         print_json({"out": args.out, **manifest})
         return 0
@@ -90,11 +106,55 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     for name, art in manifest["artifacts"].items():
         print(f"  {name:14s} {art['file']:20s} {art['precision']}")
     for r in manifest["verification"]:
-        print(f"  verified {r['name']:14s} on {r['backend']:11s} max abs err {r['max_abs_err']:.2e}  "
-              f"top-1 agreement {r['top1_agreement']:.3f}  ({r['criterion']})")
+        print(f"  verified {r['name']:16s} on {r['backend']:11s} max rel err {r['max_rel_err']:.2e}  "
+              f"cosine {r['min_cosine']:.6f}  top-1 {r['top1_agreement']:.2f}  ({r['criterion']})")
     for name, lat in (manifest.get("latency") or {}).items():
         print(f"  latency  {name:14s} median {lat['median_ms']:.1f} ms over {lat['runs']} runs "
               f"({lat['threads'] or 'default'} threads)")
+    return 0
+
+
+def _source_check(folder: str) -> dict:
+    """Re-create the recorded source and compare it with the stored reference (needs torch)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return {"status": "skipped", "reason": "torch is not installed here"}
+    from .manifest import load_manifest
+    from .reverify import load_reference
+    from .source import check_source
+
+    manifest = load_manifest(folder)
+    clips, logits = load_reference(folder, manifest)
+    return check_source(folder, manifest, clips, logits)
+
+
+def _verify(args) -> int:
+    from .reverify import failure_line, verify_folder
+
+    report = verify_folder(args.verify, threads=args.threads)
+    checks = report["checks"]
+    checks["source"] = ({"status": "skipped", "reason": "--no-source-check"} if args.no_source_check
+                        else _source_check(args.verify))
+    report["ok"] = report["ok"] and checks["source"]["status"] != "failed"
+    if args.json:
+        print_json(report)
+    else:
+        files = checks["files"]
+        print(f"{args.verify}: files {files['status']}"
+              + (f" ({'; '.join(files['problems'])})" if files["problems"] else " (match manifest.json)")
+              + f"; reference {checks['reference']['file']}: {checks['reference']['clips']} clips "
+              + "x".join(str(d) for d in checks["reference"]["clip_shape"]))
+        for r in checks["artifacts"]:
+            what = r.get("summary") or r.get("reason") or "; ".join(r.get("failed", []))
+            print(f"  {r['status']:8s} {str(r['file']):22s} {str(r.get('backend')):12s} "
+                  f"{str(r.get('precision')):13s} {what}")
+        src = checks["source"]
+        print(f"  source   {src['status']}: {src.get('how') or src.get('reason')}"
+              + (f" ({src['summary']})" if src.get("summary") else ""))
+    if not report["ok"]:
+        print(f"e3d-export: error: {failure_line(report)}", file=sys.stderr)
+        return 2
     return 0
 
 

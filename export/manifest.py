@@ -3,6 +3,9 @@
 Every file's sha256 and size, the source model, the input spec, library versions,
 verification results and measured latency. :func:`check_manifest` re-hashes the
 folder so a consumer can detect tampering or a partial copy.
+
+Reading and checking a manifest needs no torch (``e3d-export --verify`` runs on edge
+boxes): e3d_zoo modules are imported inside the functions that write or raise.
 """
 from __future__ import annotations
 
@@ -15,8 +18,6 @@ import platform
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
-from e3d_zoo.atomic import atomic_write_text
-from e3d_zoo.errors import ExportError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = "e3d-export-manifest"
@@ -85,10 +86,14 @@ def build_manifest(folder: str | os.PathLike, *, source: Mapping[str, Any],
 
 
 def write_manifest(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> Path:
+    from e3d_zoo.atomic import atomic_write_text
+
     return atomic_write_text(Path(folder) / MANIFEST_NAME, json.dumps(manifest, indent=2, default=str) + "\n")
 
 
 def load_manifest(folder: str | os.PathLike) -> Dict[str, Any]:
+    from e3d_zoo.errors import ExportError
+
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         raise ExportError(f"{folder}: no {MANIFEST_NAME} (not an e3d-export folder?)")
@@ -101,9 +106,8 @@ def load_manifest(folder: str | os.PathLike) -> Dict[str, Any]:
     return data
 
 
-def check_manifest(folder: str | os.PathLike) -> Dict[str, Any]:
-    """Re-hash the folder against its manifest; raise ExportError naming any difference."""
-    manifest = load_manifest(folder)
+def file_problems(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> list:
+    """["name: missing" | "name: sha256 differs ..." | "name: not listed ..."] for ``folder``."""
     actual = file_table(folder)
     listed = manifest.get("files", {})
     problems = []
@@ -115,6 +119,15 @@ def check_manifest(folder: str | os.PathLike) -> Dict[str, Any]:
     for name in actual:
         if name not in listed:
             problems.append(f"{name}: not listed in the manifest")
+    return problems
+
+
+def check_manifest(folder: str | os.PathLike) -> Dict[str, Any]:
+    """Re-hash the folder against its manifest; raise ExportError naming any difference."""
+    from e3d_zoo.errors import ExportError
+
+    manifest = load_manifest(folder)
+    problems = file_problems(folder, manifest)
     if problems:
         raise ExportError(f"{folder}: does not match its manifest: " + "; ".join(problems))
     return manifest

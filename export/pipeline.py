@@ -2,308 +2,265 @@
 
 The folder is staged and swapped in whole (:func:`e3d_zoo.atomic.atomic_dir`): a failed
 verification, a missing runtime or an interruption leaves the previous folder (or
-nothing) in place, never a partial set or a stale manifest.
+nothing) in place, never a partial set or a stale manifest. The verification clips
+and PyTorch's logits on them are stored in the folder (``reference.npz``) so that
+``e3d-export --verify`` can re-check every artifact on another machine.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
-import torch
 import torch.nn as nn
 
 from e3d_zoo.atomic import atomic_dir
-from e3d_zoo.errors import ExportError, VerificationError, WeightsError
+from e3d_zoo.errors import ExportError
 
-from .manifest import build_manifest, sha256_file, write_manifest
-from .verify import (DEFAULT_ABS_TOL, DEFAULT_MIN_TOP1, compare, random_clips, reference_logits,
-                     verify_backend)
+from .criteria import CRITERIA, Criteria, check_reference, criteria_for
+from .manifest import build_manifest, write_manifest
+from .source import load_source
+from .verify import judge, random_clips, reference_logits, verify_backend
+from .reverify import save_reference
 
-LOWERING_ABS_TOL = 1e-5
-
-
-# ---- source -------------------------------------------------------------------------
-def load_source(source: Any, *, arch: Any = None, num_classes: Optional[int] = None,
-                frames: Optional[int] = None, size: Optional[int] = None,
-                pretrained: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
-    """(model in eval mode, description for the manifest) from a name, arch file,
-    checkpoint file, save-pretrained folder, ``hf-hub:`` id or nn.Module.
-
-    A checkpoint (``.pth``/``.pt``/``.safetensors``) needs ``arch`` (a name or arch
-    file) unless it is an ``e3d-train`` checkpoint, which carries its config.
-    """
-    from e3d_zoo.zoo import create_model, spec_for
-
-    if isinstance(source, nn.Module):
-        model = source
-        info: Dict[str, Any] = {"kind": "module", "name": getattr(getattr(model, "spec", None), "name", None),
-                                "weights": "in-memory module"}
-    else:
-        src = os.fspath(source)
-        path = Path(src)
-        if path.is_dir() or src.startswith("hf-hub:"):
-            from e3d_zoo import hub  # save-pretrained folder (config.json + weights) or Hub repo
-
-            model = hub.from_pretrained(src, num_classes=num_classes)
-            info = {"kind": "pretrained folder" if path.is_dir() else "hub", "name": model.spec.name,
-                    "path": src, "weights": src}
-            weights_file = path / "model.safetensors"
-            if weights_file.is_file():
-                info["weights_sha256"] = sha256_file(weights_file)
-        elif path.suffix in (".pth", ".pt", ".safetensors", ".bin", ".ckpt"):
-            model, info = _from_checkpoint(path, arch=arch, num_classes=num_classes, frames=frames, size=size)
-        else:
-            spec = spec_for(src, frames=frames, size=size)  # ModelNotFoundError / ArchError
-            kwargs = {"num_classes": num_classes} if num_classes else {}
-            if pretrained:
-                model = create_model(src, pretrained=True, **kwargs)
-                weights = f"pretrained ({(model.pretrained_cfg or {}).get('hf_hub_id')})"
-            else:
-                model = create_model(spec if (frames or size) or path.exists() else src, **kwargs)
-                weights = "random initialization (no checkpoint given)"
-            info = {"kind": "arch file" if path.exists() else "registered name", "name": spec.name,
-                    "path": str(path) if path.exists() else None, "weights": weights}
-    spec = getattr(model, "spec", None)
-    if spec is None:
-        raise ExportError(f"{type(model).__name__}: expected an E3D model (with a .spec)")
-    if frames or size:
-        model.spec = spec = spec.replace(frames=frames or spec.frames, size=size or spec.size)
-    info["arch"] = spec.to_dict()
-    info["num_classes"] = getattr(model, "num_classes", None)
-    return model.eval(), info
+# the lowered graph must equal the 3D one to float rounding, tighter than any runtime
+LOWERING_CRITERIA = replace(CRITERIA["fp32"], precision="fp32", max_rel_err=5e-5)
 
 
-def _read_state(path: Path) -> Dict[str, Any]:
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such checkpoint file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+class _ExportRun:
+    """The steps of one export, sharing the model, the clips and the stage folder."""
 
-            return {"model": load_file(str(path))}
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{path}: unreadable checkpoint ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
-    if isinstance(state.get("model"), dict):
-        return state
-    if isinstance(state.get("state_dict"), dict):
-        return {**state, "model": state["state_dict"]}
-    if all(isinstance(v, torch.Tensor) for v in state.values()):
-        return {"model": state}
-    raise WeightsError(f"{path}: no weights found (expected a state dict, or one under 'model' "
-                       "or 'state_dict')")
+    def __init__(self, model: nn.Module, stage: Path, clips: np.ndarray, reference: np.ndarray, *,
+                 verify: bool, benchmark_runs: int, threads: Optional[int],
+                 criteria: Mapping[str, Criteria], opset: int, batch: int, dynamic_batch: bool,
+                 log: Callable[[str], None], progress: Optional[Any]):
+        self.model, self.stage, self.clips, self.reference = model, stage, clips, reference
+        self.verify, self.benchmark_runs, self.threads = verify, benchmark_runs, threads
+        self.criteria = dict(criteria)
+        self.opset, self.batch, self.dynamic_batch = opset, batch, dynamic_batch
+        self.say, self.bar = log, progress
+        self.artifacts: Dict[str, Any] = {}
+        self.results: List[Dict[str, Any]] = []
+        self.latency: Dict[str, Any] = {}
+
+    def done(self, step: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(step)
+            self.bar.update(1)
+
+    def record(self, name: str, path: Path, entry: Dict[str, Any], backend: str, criteria_key: str,
+               **backend_options: Any) -> Path:
+        """Add the artifact to the manifest, verify it on ``backend``, time it if asked."""
+        from e3d_zoo.runtime import load_backend
+
+        self.artifacts[name] = {"file": path.name, **entry,
+                                "verify": {"backend": backend, "criteria": criteria_key,
+                                           "options": backend_options}}
+        if self.verify or self.benchmark_runs:
+            be = load_backend(backend, path, threads=self.threads, **backend_options)
+            if self.verify:
+                res = verify_backend(be, self.model, self.clips, artifact=path.name,
+                                     precision=entry["precision"], criteria=self.criteria[criteria_key],
+                                     reference=self.reference)
+                self.results.append({"name": name, **res.to_dict()})
+                self.say(f"verified {path.name} on {backend} ({entry['precision']}): max rel err "
+                         f"{res.max_rel_err:.2e}, cosine {res.min_cosine:.6f}, top-1 {res.top1_agreement:.2f}")
+            if self.benchmark_runs:
+                stats = be.time(self.clips[:1], warmup=2, runs=self.benchmark_runs)
+                self.latency[name] = {**stats.to_dict(), "clip_shape": list(self.clips.shape[1:])}
+        self.done(name)
+        return path
+
+    # ---- the steps --------------------------------------------------------------------
+    def onnx(self, module: nn.Module, name: str, layout: str) -> Path:
+        """One fp32 ONNX graph (3D or 2D-lowered), with its TensorRT parser check."""
+        from .onnx import export_onnx, op_histogram
+        from .tensorrt import check_trt_support
+
+        path = export_onnx(module, self.stage / f"model{'' if layout == '3d' else '_2d'}.onnx",
+                           batch=self.batch, dynamic_batch=self.dynamic_batch, opset=self.opset)
+        report = check_trt_support(path)
+        return self.record(name, path, {"format": "onnx", "precision": "fp32", "opset": self.opset,
+                                        "dynamic_batch": self.dynamic_batch, "layout": layout,
+                                        "ops": op_histogram(path),
+                                        "tensorrt_parser_check": {k: report[k] for k in ("supported", "problems")}},
+                           "onnxruntime", "fp32")
+
+    def lowered(self) -> Path:
+        """The exact 2D graph: equal to the 3D model in PyTorch first, then exported."""
+        from .lower2d import lower_to_2d
+
+        lowered = lower_to_2d(self.model)
+        res = judge(self.reference, reference_logits(lowered, self.clips), artifact="lowered 2D module",
+                    backend="torch", precision="fp32", criteria=LOWERING_CRITERIA,
+                    clip_shape=list(self.clips.shape[1:]))
+        self.results.append({"name": "lowering_pytorch", **res.to_dict(), "artifact": "(module)"})
+        return self.onnx(lowered, "onnx_2d", "2d")
+
+    def openvino(self, onnx_path: Path, fp16_weights: bool = False) -> Path:
+        from .openvino import export_openvino
+
+        name, stem = ("openvino_fp16", "model_fp16") if fp16_weights else ("openvino", "model")
+        xml = export_openvino(onnx_path, self.stage / f"{stem}.xml", compress_fp16=fp16_weights)
+        # fp16 weights, fp32 compute: the backend pins f32 inference; judged as fp16
+        return self.record(name, xml, {"weights_file": xml.with_suffix(".bin").name, "format": "openvino-ir",
+                                       "precision": "fp16 weights" if fp16_weights else "fp32"},
+                           "openvino", "fp16" if fp16_weights else "fp32")
+
+    def onnx_fp16(self, src: Path) -> Path:
+        from .onnx import export_onnx_fp16
+
+        path = export_onnx_fp16(src, self.stage / "model_fp16.onnx")
+        return self.record("onnx_fp16", path, {"format": "onnx", "precision": "fp16", "from": src.name,
+                                               "io_dtype": "float32"}, "onnxruntime", "fp16")
+
+    def int8_onnx(self, src: Path, calibration: np.ndarray, for_tensorrt: bool) -> Path:
+        """Q/DQ INT8 ONNX: ORT's fast CPU form, or the form TensorRT builds INT8 engines from."""
+        from .quantize import quantize_onnx_int8
+        from .tensorrt import check_trt_support
+
+        name, stem = ("int8_onnx_trt", "model_int8_trt") if for_tensorrt else ("int8_onnx", "model_int8")
+        path = quantize_onnx_int8(src, self.stage / f"{stem}.onnx", calibration, for_tensorrt=for_tensorrt)
+        report = check_trt_support(path)
+        form = ("Q/DQ, symmetric int8 activations, per-channel int8 weights, float bias (TensorRT form)"
+                if for_tensorrt else "Q/DQ, uint8 asymmetric activations, per-channel int8 weights, "
+                                     "int32 bias (ONNX Runtime CPU form; TensorRT rejects it)")
+        return self.record(name, path, {"format": "onnx", "precision": "int8", "from": src.name,
+                                        "calibration_clips": int(len(calibration)), "quantization": form,
+                                        "tensorrt_parser_check": {k: report[k] for k in ("supported", "problems")}},
+                           "onnxruntime", "int8")
+
+    def int8_openvino(self, onnx_path: Path, calibration: np.ndarray) -> Path:
+        from .quantize import quantize_openvino_int8
+
+        xml = quantize_openvino_int8(onnx_path, self.stage / "model_int8.xml", calibration)
+        return self.record("int8_openvino", xml, {"weights_file": xml.with_suffix(".bin").name,
+                                                  "format": "openvino-ir", "precision": "int8",
+                                                  "calibration_clips": int(len(calibration))},
+                           "openvino", "int8")
+
+    def tensorrt(self, src: Path, precision: str, trt_batch: Tuple[int, int, int]) -> Path:
+        from .tensorrt import build_trt_engine, engine_sidecar_path
+
+        suffix = "" if precision == "fp32" else f"_{precision}"
+        engine = build_trt_engine(src, self.stage / f"model{suffix}.engine", batch=trt_batch,
+                                  timing_cache=self.stage / "timing.cache")
+        return self.record(f"tensorrt{suffix}", engine, {"sidecar": engine_sidecar_path(engine).name,
+                                                         "format": "tensorrt-engine", "precision": precision,
+                                                         "from": src.name}, "tensorrt", precision)
 
 
-def _from_checkpoint(path: Path, *, arch: Any, num_classes: Optional[int], frames: Optional[int],
-                     size: Optional[int]) -> Tuple[nn.Module, Dict[str, Any]]:
-    from e3d_zoo.zoo import create_model, spec_for
-
-    state = _read_state(path)
-    weights = state["model"]
-    classes = state.get("classes")
-    cfg = state.get("config") if isinstance(state.get("config"), dict) else {}
-    if arch is None:
-        arch = cfg.get("model")
-        if arch is None:
-            raise WeightsError(f"{path}: the checkpoint does not say which architecture it is; "
-                               "pass --arch NAME_OR_ARCH_JSON")
-    spec = spec_for(arch, frames=frames or cfg.get("frames"), size=size or cfg.get("size"))
-    if frames or size or cfg.get("frames") or cfg.get("size"):
-        spec = spec.replace(frames=frames or cfg.get("frames") or spec.frames,
-                            size=size or cfg.get("size") or spec.size)
-    head = weights.get("classifier.weight")
-    n_cls = num_classes or (int(head.shape[0]) if isinstance(head, torch.Tensor) else 400)
-    kwargs: Dict[str, Any] = {"num_classes": n_cls}
-    hidden = weights.get("head_fc.weight")
-    if isinstance(hidden, torch.Tensor) and hidden.shape[0] != spec.head_hidden:
-        kwargs["head_hidden"] = int(hidden.shape[0])
-    model = create_model(spec, **kwargs)
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        raise WeightsError(f"{path}: the checkpoint does not fit architecture {spec.name!r}: "
-                           + " ".join(lines[1:4] or lines[:1])) from None
-    if classes:
-        model.pretrained_cfg = {**model.pretrained_cfg, "label_names": list(classes)}
-    return model, {"kind": "checkpoint", "name": spec.name, "path": str(path),
-                   "weights": str(path), "weights_sha256": sha256_file(path)}
-
-
-# ---- export -------------------------------------------------------------------------
-def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvino: bool = False,
-           trt: bool = False, lower_2d: bool = False, int8: bool = False, fp16: bool = False,
-           arch: Any = None, num_classes: Optional[int] = None, frames: Optional[int] = None,
-           size: Optional[int] = None, pretrained: bool = False, batch: int = 1,
-           dynamic_batch: bool = True, opset: int = 17, verify: bool = True, n_clips: int = 4,
-           extra_clips: Optional[np.ndarray] = None, calibration_clips: Optional[np.ndarray] = None,
-           n_calibration: int = 16, abs_tol: float = DEFAULT_ABS_TOL,
-           min_top1: float = DEFAULT_MIN_TOP1, threads: Optional[int] = None,
-           benchmark_runs: int = 0, trt_batch: Tuple[int, int, int] = (1, 1, 8),
-           progress: bool = False, log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """Export ``source`` (registered name, arch JSON, checkpoint or nn.Module) into ``out_dir``.
-
-    Every artifact is verified on its runtime against PyTorch on the same clips
-    (``n_clips`` seeded random clips plus ``extra_clips``, e.g. a decoded video clip):
-    fp32 by ``abs_tol`` on logits, fp16/int8 by ``min_top1`` agreement; any failure
-    raises VerificationError and leaves ``out_dir`` untouched. Returns the manifest.
-    """
-    if trt:  # fail before any work when TensorRT or CUDA is missing
-        from .tensorrt import require_tensorrt
-
-        require_tensorrt("--trt (TensorRT engines)")
-    if openvino and not onnx:
-        onnx = True  # the IR is converted from our ONNX so both come from one graph
-    if not (onnx or openvino or trt):
-        raise ExportError("nothing to export: choose at least one of onnx, openvino, trt")
-    if int8 and not (onnx or openvino):
-        raise ExportError("int8 needs onnx or openvino")
-    say = log or (lambda msg: None)
-    model, source_info = load_source(source, arch=arch, num_classes=num_classes, frames=frames,
-                                     size=size, pretrained=pretrained)
-    spec = model.spec
-    T, R, C = spec.frames, spec.size, model.in_chans
+def _prepare_clips(n_clips: int, extra_clips: Optional[np.ndarray], shape: Tuple[int, int, int]) -> np.ndarray:
+    C, T, R = shape
     clips = random_clips(n_clips, frames=T, size=R, in_chans=C, seed=0)
     if extra_clips is not None:
         extra = np.ascontiguousarray(extra_clips, dtype=np.float32)
         if extra.shape[1:] != clips.shape[1:]:
             raise ExportError(f"extra clips: expected (N, {C}, {T}, {R}, {R}), found {extra.shape}")
         clips = np.concatenate([clips, extra], axis=0)
+    return clips
+
+
+def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvino: bool = False,
+           trt: bool = False, lower_2d: bool = False, int8: bool = False, fp16: bool = False,
+           arch: Any = None, num_classes: Optional[int] = None, frames: Optional[int] = None,
+           size: Optional[int] = None, pretrained: bool = False, seed: int = 0, batch: int = 1,
+           dynamic_batch: bool = True, opset: int = 17, verify: bool = True, n_clips: int = 4,
+           extra_clips: Optional[np.ndarray] = None, calibration_clips: Optional[np.ndarray] = None,
+           n_calibration: int = 16, criteria: Optional[Mapping[str, Criteria]] = None,
+           threads: Optional[int] = None, benchmark_runs: int = 0,
+           trt_batch: Tuple[int, int, int] = (1, 1, 8), progress: bool = False,
+           log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Export ``source`` (registered name, arch JSON, checkpoint or nn.Module) into ``out_dir``.
+
+    Every artifact is verified on its runtime against PyTorch on the same clips
+    (``n_clips`` seeded random clips plus ``extra_clips``, e.g. a decoded video clip) by
+    the criteria of its precision (:data:`.criteria.CRITERIA`, overridable per precision
+    with ``criteria``). Reference logits that cannot reveal a wrong artifact are refused.
+    Any failure raises VerificationError and leaves ``out_dir`` untouched. ``fp16`` adds
+    an fp16 ONNX and OpenVINO fp16 weights; ``int8`` two Q/DQ ONNX (ORT's CPU form and
+    TensorRT's) and, with ``openvino``, an NNCF IR; ``trt`` builds one engine per precision
+    asked (fp32, plus fp16 / INT8 from the fp16 / TensorRT Q/DQ ONNX). Returns the manifest.
+    """
+    if trt:  # fail before any work when TensorRT or CUDA is missing
+        from .tensorrt import require_tensorrt
+
+        require_tensorrt("--trt (TensorRT engines)")
+    if not (onnx or openvino or trt):
+        raise ExportError("nothing to export: choose at least one of onnx, openvino, trt")
+    say = log or (lambda msg: None)
+    crit = {k: (criteria or {}).get(k, v) for k, v in CRITERIA.items()}
+    model, source_info = load_source(source, arch=arch, num_classes=num_classes, frames=frames,
+                                     size=size, pretrained=pretrained, seed=seed)
+    spec = model.spec
+    shape = (model.in_chans, spec.frames, spec.size)
+    clips = _prepare_clips(n_clips, extra_clips, shape)
     ref = reference_logits(model, clips)
-    steps: List[str] = (["onnx"] + (["onnx_2d"] if lower_2d else []) + (["openvino"] if openvino else [])
-                        + (["openvino_fp16"] if openvino and fp16 else [])
-                        + (["int8_onnx"] if int8 else []) + (["int8_openvino"] if int8 and openvino else [])
-                        + (["tensorrt"] if trt else []))
-    artifacts: Dict[str, Any] = {}
-    results: List[Dict[str, Any]] = []
-    latency: Dict[str, Any] = {}
+    if verify:
+        check_reference(ref, f"{spec.name}: PyTorch reference logits")
+    steps = 1 + lower_2d + openvino * (1 + fp16) + fp16 + int8 * (2 + openvino) + trt * (1 + fp16 + int8)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(steps), desc="export", unit="artifact")
-    out_dir = Path(out_dir)
-
-    def check(name: str, path: Path, backend: str, precision: str, **opts: Any) -> None:
-        from e3d_zoo.runtime import load_backend
-
-        if not verify and not benchmark_runs:
-            return
-        be = load_backend(backend, path, threads=threads, **opts)
-        if verify:
-            res = verify_backend(be, model, clips, artifact=path.name, precision=precision,
-                                 abs_tol=abs_tol, min_top1=min_top1, reference=ref)
-            results.append({"name": name, **res.to_dict()})
-            say(f"verified {path.name} on {backend} ({precision}): max abs err "
-                f"{res.max_abs_err:.2e}, top-1 agreement {res.top1_agreement:.3f}")
-        if benchmark_runs:
-            stats = be.time(clips[:1], warmup=2, runs=benchmark_runs)
-            latency[name] = {**stats.to_dict(), "clip_shape": list(clips.shape[1:])}
-
-    def done(step: str) -> None:
-        if bar is not None:
-            bar.set_postfix_str(step)
-            bar.update(1)
-
+        bar = tqdm(total=steps, desc="export", unit="artifact")
     try:
-        with atomic_dir(out_dir) as stage:
-            from .onnx import export_onnx, op_histogram
-            from .tensorrt import check_trt_support
-
-            def onnx_artifact(module: nn.Module, name: str, layout: str) -> Path:
-                """Export, record and verify one fp32 ONNX graph (3D or 2D-lowered)."""
-                path = export_onnx(module, stage / f"model{'' if layout == '3d' else '_2d'}.onnx",
-                                   frames=T, size=R, batch=batch, dynamic_batch=dynamic_batch,
-                                   opset=opset)
-                report = check_trt_support(path)
-                artifacts[name] = {"file": path.name, "format": "onnx", "precision": "fp32",
-                                   "opset": opset, "dynamic_batch": dynamic_batch, "layout": layout,
-                                   "ops": op_histogram(path),
-                                   "tensorrt_parser_check": {k: report[k] for k in ("supported", "problems")}}
-                check(name, path, "onnxruntime", "fp32")
-                return path
-
-            onnx_path = onnx_artifact(model, "onnx", "3d")
-            done("onnx")
-            int8_src = onnx_path
-            if lower_2d:
-                from .lower2d import lower_to_2d
-
-                lowered = lower_to_2d(model)
-                lowered_stats = compare(ref, reference_logits(lowered, clips))
-                if lowered_stats["max_abs_err"] > LOWERING_ABS_TOL:
-                    raise VerificationError(
-                        f"2D lowering is not exact for {spec.name}: max abs err "
-                        f"{lowered_stats['max_abs_err']:.3g} > {LOWERING_ABS_TOL:g} in PyTorch")
-                results.append({"name": "lowering_pytorch", "artifact": "(module)", "backend": "torch",
-                                "precision": "fp32", "clips": len(clips), "passed": True,
-                                "criterion": f"max_abs_err <= {LOWERING_ABS_TOL:g}", **lowered_stats})
-                int8_src = onnx_artifact(lowered, "onnx_2d", "2d")
-                done("onnx_2d")
+        with atomic_dir(Path(out_dir)) as stage:
+            run = _ExportRun(model, stage, clips, ref, verify=verify, benchmark_runs=benchmark_runs,
+                             threads=threads, criteria=crit, opset=opset, batch=batch,
+                             dynamic_batch=dynamic_batch, log=say, progress=bar)
+            onnx_path = run.onnx(model, "onnx", "3d")
+            # TensorRT, fp16 and INT8 start from the lowered graph when there is one
+            src = run.lowered() if lower_2d else onnx_path
             if openvino:
-                from .openvino import export_openvino
-
-                xml = export_openvino(onnx_path, stage / "model.xml")
-                artifacts["openvino"] = {"file": xml.name, "weights_file": xml.with_suffix(".bin").name,
-                                         "format": "openvino-ir", "precision": "fp32"}
-                check("openvino", xml, "openvino", "fp32")
-                done("openvino")
+                run.openvino(onnx_path)
                 if fp16:
-                    x16 = export_openvino(onnx_path, stage / "model_fp16.xml", compress_fp16=True)
-                    artifacts["openvino_fp16"] = {"file": x16.name, "weights_file": x16.with_suffix(".bin").name,
-                                                  "format": "openvino-ir", "precision": "fp16 weights"}
-                    check("openvino_fp16", x16, "openvino", "fp16")
-                    done("openvino_fp16")
+                    run.openvino(onnx_path, fp16_weights=True)
+            fp16_src = run.onnx_fp16(src) if fp16 else None
             calib = calibration_clips
             if int8 and calib is None:
-                calib = random_clips(n_calibration, frames=T, size=R, in_chans=C, seed=1)
-            if int8 and (onnx or openvino):
-                from .quantize import quantize_onnx_int8
-
-                q = quantize_onnx_int8(int8_src, stage / "model_int8.onnx", calib)
-                artifacts["int8_onnx"] = {"file": q.name, "format": "onnx", "precision": "int8",
-                                          "from": int8_src.name, "calibration_clips": int(len(calib))}
-                check("int8_onnx", q, "onnxruntime", "int8")
-                done("int8_onnx")
-                if openvino:
-                    from .quantize import quantize_openvino_int8
-
-                    q_ov = quantize_openvino_int8(onnx_path, stage / "model_int8.xml", calib)
-                    artifacts["int8_openvino"] = {"file": q_ov.name, "weights_file": q_ov.with_suffix(".bin").name,
-                                                  "format": "openvino-ir", "precision": "int8",
-                                                  "calibration_clips": int(len(calib))}
-                    check("int8_openvino", q_ov, "openvino", "int8")
-                    done("int8_openvino")
+                calib = random_clips(n_calibration, frames=spec.frames, size=spec.size,
+                                     in_chans=model.in_chans, seed=1)
+            if int8:
+                run.int8_onnx(src, calib, for_tensorrt=False)
+            int8_src = run.int8_onnx(src, calib, for_tensorrt=True) if int8 else None
+            if int8 and openvino:
+                run.int8_openvino(onnx_path, calib)
             if trt:
-                from .tensorrt import build_trt_engine, engine_sidecar_path
-
-                src = stage / "model_2d.onnx" if lower_2d else onnx_path
-                engine = build_trt_engine(src, stage / "model.engine", fp16=fp16, int8=int8,
-                                          calibration_clips=calib, batch=trt_batch,
-                                          timing_cache=stage / "timing.cache")
-                trt_precision = "int8" if int8 else "fp16" if fp16 else "fp32"
-                artifacts["tensorrt"] = {"file": engine.name, "sidecar": engine_sidecar_path(engine).name,
-                                         "format": "tensorrt-engine", "precision": trt_precision}
-                check("tensorrt", engine, "tensorrt", trt_precision)
-                done("tensorrt")
+                for precision, engine_src in (("fp32", src), ("fp16", fp16_src), ("int8", int8_src)):
+                    if engine_src is not None:
+                        run.tensorrt(engine_src, precision, trt_batch)
+            reference = save_reference(stage, clips, ref)
+            C, T, R = shape
             input_spec = {"name": "clips", "layout": "NCTHW", "shape": [batch, C, T, R, R],
                           "dynamic_batch": dynamic_batch, "dtype": "float32",
                           "mean": list(model.pretrained_cfg.get("mean", ())),
                           "std": list(model.pretrained_cfg.get("std", ())),
                           "frame_stride": model.pretrained_cfg.get("frame_stride"),
                           "verification_clips": int(len(clips))}
+            used = {a["verify"]["criteria"] for a in run.artifacts.values()}
             manifest = build_manifest(stage, source=source_info, input_spec=input_spec,
-                                      artifacts=artifacts, verification=results,
-                                      latency=latency or None,
-                                      extra={"tolerances": {"fp32_abs": abs_tol, "reduced_min_top1": min_top1,
-                                                            "lowering_abs": LOWERING_ABS_TOL}})
+                                      artifacts=run.artifacts, verification=run.results,
+                                      latency=run.latency or None,
+                                      extra={"reference": reference,
+                                             "criteria": {k: crit[k].to_dict() for k in sorted(used)},
+                                             "lowering_criteria": LOWERING_CRITERIA.to_dict() if lower_2d else None})
             write_manifest(stage, manifest)
     finally:
         if bar is not None:
             bar.close()
     return manifest
+
+
+def criteria_overrides(max_rel_err: Optional[float] = None,
+                       min_top1: Optional[float] = None) -> Dict[str, Criteria]:
+    """The CLI's overrides: ``max_rel_err`` for fp32 artifacts, ``min_top1`` for reduced ones."""
+    out: Dict[str, Criteria] = {}
+    if max_rel_err is not None:
+        out["fp32"] = criteria_for("fp32", max_rel_err=max_rel_err)
+    if min_top1 is not None:
+        for key in ("fp16", "bf16", "int8"):
+            out[key] = criteria_for(key, min_top1=min_top1)
+    return out

@@ -1,4 +1,4 @@
-"""ONNX -> TensorRT engine (TensorRT 10 Python API), plus a static ONNX-op support check.
+"""ONNX -> TensorRT engine (TensorRT 10.x and 11.x), plus a static ONNX-op support check.
 
 Two halves with different guarantees:
 
@@ -8,12 +8,19 @@ Two halves with different guarantees:
   supports a superset) including the restrictions that matter for E3D graphs: Conv
   and pooling only 2D/3D, Conv weights as initializers, Slice/Squeeze axes as
   constants, zero zero-points on Q/DQ, and tensor dtypes TensorRT handles.
-* :func:`build_trt_engine` needs the ``tensorrt`` package and a CUDA GPU. It was
-  written against TensorRT 10's documented API and is **unverified here** (no GPU);
-  without tensorrt or CUDA it raises before doing any work.
+* :func:`build_trt_engine` needs ``tensorrt`` (10.x or 11.x), ``cuda-python`` and a
+  CUDA GPU. One code path for both majors: a strongly typed network parsed from an ONNX
+  that already carries its precision (fp32; fp16 from :func:`~.onnx.export_onnx_fp16`;
+  INT8 as Q/DQ from :func:`~.quantize.quantize_onnx_int8`), so no precision builder
+  flag (TensorRT 11 removed ``BuilderFlag.FP16/INT8``, ``int8_calibrator`` and implicit
+  quantization). TF32 is cleared (the ONNX says float32, so float32 it is), the
+  optimization profile's index and the engine's I/O dtypes are checked. Every TensorRT
+  name used is checked against NVIDIA's 10.x and 11.x Python API references
+  (docs/export.md has the table). **Unverified here** (no GPU): without tensorrt, CUDA
+  or a supported version it raises before doing any work.
 
 The engine is written with a JSON sidecar (``<engine>.json``): TensorRT/CUDA
-versions, GPU, precision, optimization profile shapes, I/O names.
+versions, GPU, precision, TF32, optimization profile shapes, I/O names and dtypes.
 """
 from __future__ import annotations
 
@@ -24,7 +31,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from e3d_zoo.atomic import atomic_write_bytes, atomic_write_text
-from e3d_zoo.errors import BackendError, ExportError, MissingDependencyError
+from e3d_zoo.errors import BackendError, ExportError
+from e3d_zoo.runtime.tensorrt_backend import (SUPPORTED_TRT_RANGE, cuda_call, cuda_status, import_cudart,
+                                              import_tensorrt, trt_major)
 
 # Operators marked "Y" in onnx-tensorrt's docs/operators.md (opset <= 17 matrix).
 TRT_SUPPORTED_OPS = frozenset("""
@@ -59,6 +68,43 @@ _TRT_DTYPES = {1: "FLOAT", 10: "FLOAT16", 3: "INT8", 6: "INT32", 7: "INT64", 9: 
                11: "DOUBLE", 2: "UINT8", 16: "BFLOAT16"}
 
 
+def _qdq_problems(node: Any, where: str, inits: Mapping[str, Any]) -> List[str]:
+    """TensorRT's Q/DQ rules (onnx-tensorrt operator matrix): INT8 only, zero point 0."""
+    from onnx import TensorProto, numpy_helper
+
+    out = []
+    zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if zp is not None and numpy_helper.to_array(zp).any():
+        out.append(f"{where}: zero point must be 0 (TensorRT uses symmetric quantization); "
+                   "quantize with symmetric activations")
+    if node.op_type == "QuantizeLinear":
+        if zp is None:
+            out.append(f"{where}: no zero point, so the output is uint8; TensorRT takes int8 only")
+        elif zp.data_type != TensorProto.INT8:
+            out.append(f"{where}: quantizes to {TensorProto.DataType.Name(zp.data_type)}; TensorRT "
+                       "takes int8 only")
+    else:
+        x = inits.get(node.input[0])
+        if x is not None and x.data_type != TensorProto.INT8:
+            out.append(f"{where}: dequantizes {TensorProto.DataType.Name(x.data_type)} {node.input[0]!r}; "
+                       "TensorRT takes int8 only (keep biases float: QuantizeBias=False)")
+    return out
+
+
+def onnx_precision(model: Any) -> str:
+    """The precision an ONNX graph carries: ``int8`` (Q/DQ), ``fp16`` (fp16 weights) or ``fp32``."""
+    import onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        model = onnx.load(os.fspath(model))
+    ops = {n.op_type for n in model.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear"}:
+        return "int8"
+    if any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
 def check_trt_support(model: Any) -> Dict[str, Any]:
     """Static check of an ONNX model (path or ModelProto) against TensorRT's ONNX parser.
 
@@ -75,6 +121,9 @@ def check_trt_support(model: Any) -> Dict[str, Any]:
     inits = {i.name for i in model.graph.initializer}
     const_outputs = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     constant = inits | const_outputs
+    for node in model.graph.node:  # weights given as (Q/)DQ of an initializer are constants too
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Cast") and node.input[0] in constant:
+            constant.update(node.output)
     init_by_name = {i.name: i for i in model.graph.initializer}
     problems: List[str] = []
     ops: Dict[str, int] = {}
@@ -105,7 +154,8 @@ def check_trt_support(model: Any) -> Dict[str, Any]:
             continue
         if node.op_type in ("Conv", "ConvTranspose"):
             if len(node.input) > 1 and node.input[1] not in constant:
-                problems.append(f"{where}: weights {node.input[1]!r} must be an initializer")
+                problems.append(f"{where}: weights {node.input[1]!r} must be an initializer "
+                                "(or its DequantizeLinear)")
         if node.op_type in ("Conv", "ConvTranspose", "AveragePool", "MaxPool"):
             r = ranks.get(node.input[0])
             if r is not None and r not in (4, 5):
@@ -114,14 +164,8 @@ def check_trt_support(model: Any) -> Dict[str, Any]:
             idx = {"Slice": 3, "Squeeze": 1, "Unsqueeze": 1, "TopK": 1, "CumSum": 1}[node.op_type]
             if len(node.input) > idx and node.input[idx] and node.input[idx] not in constant:
                 problems.append(f"{where}: input {node.input[idx]!r} must be a constant")
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
-            zp = init_by_name.get(node.input[2])
-            if zp is not None:
-                from onnx import numpy_helper
-
-                if numpy_helper.to_array(zp).any():
-                    problems.append(f"{where}: zero point must be 0 (TensorRT uses symmetric "
-                                    "quantization); quantize with symmetric activations")
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            problems.extend(_qdq_problems(node, where, init_by_name))
     for vi in list(model.graph.input) + list(model.graph.output):
         et = vi.type.tensor_type.elem_type
         if et not in _TRT_DTYPES:
@@ -130,29 +174,11 @@ def check_trt_support(model: Any) -> Dict[str, Any]:
             "ops": ops, "problems": problems, "opset": opset}
 
 
-# ---- engine build (needs tensorrt + CUDA) -------------------------------------------
-def cuda_status() -> Tuple[bool, str]:
-    """(CUDA usable, why not). Uses torch's CUDA probe; never raises."""
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return False, "no CUDA GPU is visible (torch.cuda.is_available() is False)"
-        return True, torch.cuda.get_device_name(0)
-    except Exception as exc:  # pragma: no cover - broken CUDA installs
-        return False, f"CUDA probe failed: {exc}"
-
-
+# ---- engine build (needs tensorrt + cuda-python + a CUDA GPU) ------------------------
 def require_tensorrt(purpose: str = "TensorRT engines"):
-    """Import tensorrt (>= 10) and check CUDA, or raise before any work is done."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise MissingDependencyError("tensorrt", "trt", purpose) from exc
-    major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
-    if major < 10:
-        raise BackendError(f"TensorRT {trt.__version__} found; {purpose} need TensorRT 10 or newer "
-                           "(pip install 'e3d-zoo[trt]')")
+    """Import tensorrt (10.x or 11.x) and check for a CUDA GPU, or raise before any work."""
+    trt = import_tensorrt(purpose)
+    import_cudart(purpose)
     ok, why = cuda_status()
     if not ok:
         raise BackendError(f"{purpose} need an NVIDIA GPU with CUDA: {why}")
@@ -164,27 +190,42 @@ def _profile_shapes(input_shape: Sequence[int], batch: Tuple[int, int, int]) -> 
     return {k: [b, c, t, h, w] for k, b in zip(("min", "opt", "max"), batch)}
 
 
+def _strongly_typed_flags(trt: Any) -> int:
+    # TensorRT 10: strong typing is opt-in through this flag. TensorRT 11: always on; the
+    # flag is kept but deprecated and ignored, so pass nothing.
+    if trt_major(trt) == 10:
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0
+
+
+def _clear_tf32(trt: Any, config: Any) -> bool:
+    """Clear TF32 (on by default from Ampere on); True when the flag exists and was cleared."""
+    flag = getattr(trt.BuilderFlag, "TF32", None)
+    if flag is None:
+        return False
+    config.clear_flag(flag)
+    return True
+
+
 def build_trt_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *,
-                     fp16: bool = False, int8: bool = False, calibration_clips: Any = None,
                      batch: Tuple[int, int, int] = (1, 1, 8), workspace_mb: int = 2048,
                      timing_cache: Optional[str | os.PathLike] = None,
                      check_ops: bool = True) -> Path:
     """Build a serialized TensorRT engine from ``onnx_path``; writes the engine + JSON sidecar.
 
-    ``batch``: (min, opt, max) of the optimization profile on the dynamic batch axis
-    (ignored for static-batch exports). ``int8`` needs ``calibration_clips``
-    (N, C, T, H, W) float32 for TensorRT's entropy calibrator. ``timing_cache``: a
-    file that is read if present and updated after the build, so rebuilds are fast.
+    The engine's precision is the ONNX's (:func:`onnx_precision`): pass the fp32 ONNX,
+    the fp16 one or the Q/DQ INT8 one. ``batch``: (min, opt, max) of the optimization
+    profile on the dynamic batch axis (ignored for static-batch exports).
+    ``timing_cache``: read if present and updated after the build, so rebuilds are fast.
     """
-    onnx_path = Path(onnx_path)
+    from .onnx import existing_onnx
+
+    onnx_path = existing_onnx(onnx_path)
     engine_path = Path(engine_path)
-    if not onnx_path.is_file():
-        raise ExportError(f"{onnx_path}: no such ONNX file")
-    if int8 and calibration_clips is None:
-        raise ExportError("int8: TensorRT INT8 needs calibration_clips (N, C, T, H, W)")
     if not (1 <= batch[0] <= batch[1] <= batch[2]):
         raise ExportError(f"batch: expected min <= opt <= max, all >= 1, found {batch}")
     trt = require_tensorrt("building a TensorRT engine")  # before any work
+    precision = onnx_precision(onnx_path)
     if check_ops:
         report = check_trt_support(onnx_path)
         if not report["supported"]:
@@ -193,39 +234,35 @@ def build_trt_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLik
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    network = builder.create_network(_strongly_typed_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise ExportError(f"{onnx_path}: TensorRT's ONNX parser failed: " + "; ".join(errs))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    precision = "fp32"
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-        precision = "fp16"
-    profiles: Dict[str, Dict[str, List[int]]] = {}
+    tf32_cleared = _clear_tf32(trt, config)
     profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
+    profiles: Dict[str, Dict[str, List[int]]] = {}
+    io: Dict[str, Dict[str, Any]] = {}
+    for tensor in [network.get_input(i) for i in range(network.num_inputs)]:
+        if tensor.dtype != trt.DataType.FLOAT:
+            raise ExportError(f"{onnx_path}: input {tensor.name!r} is {getattr(tensor.dtype, 'name', tensor.dtype)}; our engines take "
+                              "float32 clips at every precision (export fp16 ONNX with keep_io_types)")
         shape = list(tensor.shape)
-        if any(d < 0 for d in shape):
-            if any(d < 0 for d in shape[1:]):
-                raise ExportError(f"{onnx_path}: input {tensor.name!r} has dynamic dims {shape} "
-                                  "other than batch; export with static frames for TensorRT")
-            shapes = _profile_shapes(shape, batch)
-            profile.set_shape(tensor.name, shapes["min"], shapes["opt"], shapes["max"])
-        else:
-            shapes = {k: shape for k in ("min", "opt", "max")}
+        if any(d < 0 for d in shape[1:]):
+            raise ExportError(f"{onnx_path}: input {tensor.name!r} has dynamic dims {shape} other than "
+                              "batch; export with static frames for TensorRT")
+        shapes = _profile_shapes(shape, batch) if shape[0] < 0 else {k: shape for k in ("min", "opt", "max")}
+        profile.set_shape(tensor.name, shapes["min"], shapes["opt"], shapes["max"])
         profiles[tensor.name] = shapes
-    config.add_optimization_profile(profile)
-    calibrator = None
-    if int8:
-        config.set_flag(trt.BuilderFlag.INT8)
-        calibrator = _make_calibrator(trt, calibration_clips, engine_path.with_suffix(".calib"))
-        config.int8_calibrator = calibrator
-        config.set_calibration_profile(profile)
-        precision = "int8+fp16" if fp16 else "int8"
+        io[tensor.name] = {"mode": "input", "dtype": "float32"}
+    for tensor in [network.get_output(i) for i in range(network.num_outputs)]:
+        if tensor.dtype != trt.DataType.FLOAT:
+            raise ExportError(f"{onnx_path}: output {tensor.name!r} is {getattr(tensor.dtype, 'name', tensor.dtype)}, expected float32")
+        io[tensor.name] = {"mode": "output", "dtype": "float32"}
+    if config.add_optimization_profile(profile) < 0:
+        raise ExportError(f"{onnx_path}: TensorRT rejected the optimization profile {profiles}")
     cache_bytes = b""
     if timing_cache is not None and Path(timing_cache).is_file():
         cache_bytes = Path(timing_cache).read_bytes()
@@ -238,15 +275,19 @@ def build_trt_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLik
     atomic_write_bytes(engine_path, bytes(serialized))
     if timing_cache is not None:
         atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
-    ok, gpu = cuda_status()
-    import torch
-
+    cudart = import_cudart()
+    _, gpu = cuda_status()
+    try:
+        cuda_runtime = cuda_call(cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
+    except BackendError:
+        cuda_runtime = None
     sidecar = {
         "engine": engine_path.name, "source_onnx": onnx_path.name, "precision": precision,
-        "tensorrt_version": trt.__version__, "cuda_version": torch.version.cuda, "gpu": gpu,
-        "profiles": profiles,
-        "inputs": [network.get_input(i).name for i in range(network.num_inputs)],
-        "outputs": [network.get_output(i).name for i in range(network.num_outputs)],
+        "strongly_typed": True, "tf32": not tf32_cleared,
+        "tensorrt_version": trt.__version__, "supported_range": SUPPORTED_TRT_RANGE,
+        "cuda_runtime_version": cuda_runtime, "gpu": gpu, "profiles": profiles, "io": io,
+        "inputs": [n for n, d in io.items() if d["mode"] == "input"],
+        "outputs": [n for n, d in io.items() if d["mode"] == "output"],
         "workspace_mb": workspace_mb, "host": platform.node(),
     }
     atomic_write_text(engine_sidecar_path(engine_path), json.dumps(sidecar, indent=2))
@@ -256,38 +297,6 @@ def build_trt_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLik
 def engine_sidecar_path(engine_path: str | os.PathLike) -> Path:
     engine_path = Path(engine_path)
     return engine_path.with_name(engine_path.name + ".json")
-
-
-def _make_calibrator(trt: Any, clips: Any, cache_file: Path):
-    """An IInt8EntropyCalibrator2 feeding ``clips`` one at a time from GPU memory."""
-    import numpy as np
-    import torch
-
-    data = np.ascontiguousarray(clips, dtype=np.float32)
-
-    class ClipCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.index = 0
-            self.device = torch.empty((1,) + data.shape[1:], dtype=torch.float32, device="cuda")
-
-        def get_batch_size(self) -> int:
-            return 1
-
-        def get_batch(self, names):
-            if self.index >= len(data):
-                return None
-            self.device.copy_(torch.from_numpy(data[self.index:self.index + 1]))
-            self.index += 1
-            return [int(self.device.data_ptr())]
-
-        def read_calibration_cache(self):
-            return cache_file.read_bytes() if cache_file.is_file() else None
-
-        def write_calibration_cache(self, cache):
-            atomic_write_bytes(cache_file, bytes(cache))
-
-    return ClipCalibrator()
 
 
 def read_engine_sidecar(engine_path: str | os.PathLike) -> Mapping[str, Any]:

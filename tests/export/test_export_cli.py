@@ -47,7 +47,7 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, tiny_arch_file, capsys):
     err = _err(capsys)
     assert "e3d-zoo[trt]" in err or "CUDA" in err
 
-    assert main([str(tiny_arch_file), "--out", str(tmp_path / "e"), "--abs-tol", "1e-15", "--clips", "1"]) == 2
+    assert main([str(tiny_arch_file), "--out", str(tmp_path / "e"), "--max-rel-err", "1e-15", "--clips", "1"]) == 2
     assert "verification failed" in _err(capsys)
 
     assert main([str(tiny_arch_file)]) == 2

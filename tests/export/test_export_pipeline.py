@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tiny_arch import tiny_model
-from e3d_export import check_manifest, export
+from e3d_export import check_manifest, criteria_for, export
 from e3d_export.manifest import sha256_file
 from e3d_zoo.errors import ExportError, ModelNotFoundError, VerificationError, WeightsError
 
@@ -24,20 +24,25 @@ def full_export(tmp_path_factory):
 def test_every_local_format_is_written_and_verified(full_export):
     out, manifest = full_export
     names = {p.name for p in out.iterdir()}
-    assert {"model.onnx", "model_2d.onnx", "model.xml", "model.bin", "model_fp16.xml",
-            "model_int8.onnx", "model_int8.xml", "manifest.json"} <= names
-    assert set(manifest["artifacts"]) == {"onnx", "onnx_2d", "openvino", "openvino_fp16",
-                                          "int8_onnx", "int8_openvino"}
+    assert {"model.onnx", "model_2d.onnx", "model.xml", "model.bin", "model_fp16.xml", "model_fp16.onnx",
+            "model_int8.onnx", "model_int8_trt.onnx", "model_int8.xml", "reference.npz", "manifest.json"} <= names
+    assert set(manifest["artifacts"]) == {"onnx", "onnx_2d", "openvino", "openvino_fp16", "onnx_fp16",
+                                          "int8_onnx", "int8_onnx_trt", "int8_openvino"}
     by_name = {r["name"]: r for r in manifest["verification"]}
     assert set(by_name) == {"onnx", "lowering_pytorch", "onnx_2d", "openvino", "openvino_fp16",
-                            "int8_onnx", "int8_openvino"}
-    assert all(r["passed"] for r in by_name.values())
+                            "onnx_fp16", "int8_onnx", "int8_onnx_trt", "int8_openvino"}
+    assert all(r["passed"] and not r["failed"] for r in by_name.values())
     for fp32 in ("onnx", "onnx_2d", "openvino"):
-        assert by_name[fp32]["max_abs_err"] <= 1e-4 and by_name[fp32]["precision"] == "fp32"
-    assert by_name["lowering_pytorch"]["max_abs_err"] <= 1e-5
-    for reduced in ("int8_onnx", "int8_openvino", "openvino_fp16"):
-        assert by_name[reduced]["criterion"].startswith("top1_agreement")
-        assert by_name[reduced]["top1_agreement"] >= 0.9
+        assert by_name[fp32]["max_rel_err"] <= 1e-4 and by_name[fp32]["precision"] == "fp32"
+        assert by_name[fp32]["criteria"] == criteria_for("fp32").to_dict()
+    assert by_name["lowering_pytorch"]["max_rel_err"] <= 1e-5
+    assert manifest["artifacts"]["int8_onnx_trt"]["tensorrt_parser_check"]["supported"] is True
+    assert manifest["artifacts"]["int8_onnx"]["tensorrt_parser_check"]["supported"] is False
+    for reduced, key in (("int8_onnx", "int8"), ("int8_onnx_trt", "int8"), ("int8_openvino", "int8"), ("openvino_fp16", "fp16"),
+                         ("onnx_fp16", "fp16")):
+        assert by_name[reduced]["criteria"] == criteria_for(key).to_dict()
+        assert manifest["artifacts"][reduced]["verify"]["criteria"] == key
+    assert set(manifest["criteria"]) == {"fp32", "fp16", "int8"}
     assert manifest["latency"]["onnx_2d"]["runs"] == 2 and manifest["latency"]["onnx"]["median_ms"] > 0
     assert manifest["artifacts"]["int8_onnx"]["from"] == "model_2d.onnx"
 
@@ -72,7 +77,8 @@ def test_failed_verification_leaves_the_previous_export_untouched(tmp_path):
     export(tiny_model(), out, n_clips=1)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(VerificationError):
-        export(tiny_model(seed=3), out, lower_2d=True, n_clips=2, abs_tol=1e-12)  # impossible tolerance
+        export(tiny_model(seed=3), out, lower_2d=True, n_clips=2,
+               criteria={"fp32": criteria_for("fp32", max_rel_err=1e-12)})  # impossible tolerance
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["e"]  # no staging folders left behind
     check_manifest(out)
@@ -80,7 +86,8 @@ def test_failed_verification_leaves_the_previous_export_untouched(tmp_path):
 
 def test_failed_first_export_leaves_nothing(tmp_path):
     with pytest.raises(VerificationError):
-        export(tiny_model(), tmp_path / "new", n_clips=1, abs_tol=1e-12)
+        export(tiny_model(), tmp_path / "new", n_clips=1,
+               criteria={"fp32": criteria_for("fp32", max_rel_err=1e-12)})
     assert list(tmp_path.iterdir()) == []
 
 
