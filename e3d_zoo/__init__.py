@@ -11,6 +11,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._moved import alias_modules
+
+alias_modules(__name__, {"errors": "e3d_runtime.errors", "atomic": "e3d_runtime.atomic"})
+
 from .errors import (ArchError, BackendError, ConfigError, DataError, E3DError, ExportError,
                      HubError, LatencyTableError, MissingDependencyError, ModelNotFoundError,
                      SearchError, VerificationError, VideoError, WeightsError)

@@ -9,12 +9,15 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 stamp=.venv/.e3d-setup-stamp
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml runtime/pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
 echo "setup: installing dependencies into .venv (first run: a few minutes)" >&2
 .venv/bin/python -m pip install -q --upgrade pip
+# e3d-zoo depends on e3d-runtime (runtime/, the torch-free edge side) by name: install it
+# from the checkout first so the resolver never looks for it on an index.
+.venv/bin/python -m pip install -q -e ./runtime
 # torch 2.14.1 + torchvision 0.29.1 are the pair that installs from this machine's disk
 # and imports cleanly together (timm needs torchvision).
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[dev]"

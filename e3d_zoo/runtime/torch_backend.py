@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-from .base import Backend, register_backend
+from e3d_runtime.backends.base import Backend, register_backend
 
 
 @register_backend("torch")

@@ -1,30 +1,14 @@
 """Video decoding, sampling, preprocessing and the inference pipeline.
 
-``sampling`` and ``transforms`` are light (numpy/torch/torchvision) and are shared with
-training; ``decode``, ``writers`` and ``pipeline`` import PyAV lazily.
+They live in the torch-free ``e3d_runtime.video`` package (training and the edge
+install share one implementation); ``e3d_zoo.video.<module>`` is the same module.
 """
 from __future__ import annotations
 
-from .sampling import SamplingConfig
-from .transforms import EvalTransform, MultiCropTransform, TrainTransform
+from .._moved import alias_modules
 
+alias_modules(__name__, {name: f"e3d_runtime.video.{name}" for name in
+                         ("sampling", "transforms", "decode", "writers", "pipeline")})
 
-def __getattr__(name: str):  # keep PyAV / the runtimes out of `import e3d_zoo.video`
-    if name in ("VideoClassifier", "load_labels"):
-        from . import pipeline
-
-        return getattr(pipeline, name)
-    if name in ("VideoReader", "StreamReader", "open_video"):
-        from . import decode
-
-        return getattr(decode, name)
-    if name == "encode_video":
-        from .writers import encode_video
-
-        return encode_video
-    raise AttributeError(name)
-
-
-__all__ = ["SamplingConfig", "EvalTransform", "MultiCropTransform", "TrainTransform",
-           "VideoClassifier", "VideoReader", "StreamReader", "open_video", "encode_video",
-           "load_labels"]
+from e3d_runtime.video import *  # noqa: E402,F401,F403
+from e3d_runtime.video import __all__, __getattr__  # noqa: E402,F401

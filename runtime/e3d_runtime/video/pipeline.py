@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, E3DError, VideoError, WeightsError
-from ..runtime.base import Backend, canonical_backend_name, load_backend
+from ..backends.base import Backend, canonical_backend_name, load_backend
 from .decode import StreamReader, VideoReader, is_stream_url
 from .sampling import (SamplingConfig, TimeGridSampler, clip_indices, multi_view_indices,
                        sampling_grid)
@@ -210,13 +210,13 @@ class VideoClassifier:
         ``artifact``, the model is exported
         (e3d_export) into ``cache_dir`` first and that artifact is loaded.
         """
-        from ..zoo import create_model
+        from e3d_zoo.zoo import create_model
 
         name = canonical_backend_name(backend)
         if isinstance(model, torch.nn.Module):
             module = model
         elif Path(os.fspath(model)).is_dir():  # a save_pretrained folder (e3d-train's output)
-            from ..hub import from_pretrained
+            from e3d_zoo.hub import from_pretrained
 
             module = from_pretrained(model, num_classes=num_classes, pretrained=weights is None)
         else:

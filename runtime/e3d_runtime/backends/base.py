@@ -23,9 +23,9 @@ from ..errors import BackendError
 # name -> module that defines it (imported on first use)
 _BACKEND_MODULES: Dict[str, str] = {
     "torch": "e3d_zoo.runtime.torch_backend",
-    "onnxruntime": "e3d_zoo.runtime.onnxruntime_backend",
-    "openvino": "e3d_zoo.runtime.openvino_backend",
-    "tensorrt": "e3d_zoo.runtime.tensorrt_backend",
+    "onnxruntime": "e3d_runtime.backends.onnxruntime_backend",
+    "openvino": "e3d_runtime.backends.openvino_backend",
+    "tensorrt": "e3d_runtime.backends.tensorrt_backend",
 }
 _ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
 _REGISTRY: Dict[str, type] = {}

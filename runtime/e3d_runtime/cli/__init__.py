@@ -1,0 +1,1 @@
+"""Command-line entry points of the edge install: ``e3d-infer`` and ``e3d-export``."""
