@@ -100,7 +100,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _decoded_clip(args):
     """A real clip for verification, decoded and normalized by the video pipeline."""
-    from e3d_zoo.errors import VideoError
     from e3d_zoo.zoo import create_model, spec_for
 
     try:
@@ -113,11 +112,7 @@ def _decoded_clip(args):
     if spec is None:
         raise ConfigError("--video with a checkpoint needs --arch so the clip shape is known")
     clf = VideoClassifier.from_model(create_model(spec), backend="torch", num_clips=1, num_crops=1)
-    try:
-        views = clf._video_views(str(args.video), 1, 1)  # decode + the model's eval transform
-    except AttributeError as exc:
-        raise VideoError("--video: this version of the video pipeline cannot hand out clips") from exc
-    return views["clips"].numpy()[:1]
+    return clf.views(str(args.video), num_clips=1, num_crops=1)[:1]  # decode + the eval transform
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -301,9 +301,19 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
                                       artifacts=artifacts, verification=results,
                                       latency=latency or None,
                                       extra={"tolerances": {"fp32_abs": abs_tol, "reduced_min_top1": min_top1,
-                                                            "lowering_abs": LOWERING_ABS_TOL}})
+                                                            "lowering_abs": LOWERING_ABS_TOL},
+                                             "preprocess": _preprocess(model, T, R, C)})
             write_manifest(stage, manifest)
     finally:
         if bar is not None:
             bar.close()
     return manifest
+
+
+def _preprocess(model: nn.Module, frames: int, size: int, in_chans: int) -> Dict[str, Any]:
+    """The manifest's ``preprocess`` section: what e3d-infer does to frames, without torch.
+    Clip shape from the exported graph (``--frames``/``--size`` may override the config)."""
+    from e3d_runtime.manifest import preprocess_section
+
+    cfg = {**(model.pretrained_cfg or {}), "num_frames": frames, "input_size": (in_chans, size, size)}
+    return preprocess_section(cfg, num_classes=getattr(model, "num_classes", None))

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..errors import BackendError, require
+from ..errors import BackendError, install_hint, require
 from .base import Backend, register_backend
 
 # Layers that only convert memory layouts: inserted at an isolated unit's boundaries,
@@ -97,7 +97,7 @@ class OpenVINOBackend(Backend):
         try:
             import openvino  # noqa: F401
         except ImportError:
-            return False, "openvino is not installed (pip install 'e3d-zoo[openvino]')"
+            return False, f"openvino is not installed ({install_hint('openvino', 'openvino')})"
         return True, ""
 
     def _checked(self, clips: np.ndarray) -> np.ndarray:
