@@ -10,8 +10,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from e3d_zoo.cli._common import add_json_flag, print_json, run_cli
-from e3d_zoo.errors import ConfigError
+from e3d_runtime.cli._common import add_json_flag, print_json, run_cli
+from e3d_runtime.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
