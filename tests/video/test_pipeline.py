@@ -359,3 +359,18 @@ def test_a_failed_openvino_request_raises_instead_of_hanging(model, tmp_path):
     be._idle.put(FailingRequest())
     with pytest.raises(BackendError, match="inference failed: device lost"):
         clf.predict(np.zeros((1, 3, 4, 32, 32), np.float32))
+
+
+def test_a_file_stream_runs_its_first_window_alone_then_batches(model, videos):
+    """Time to first prediction: the first window is not held back to fill a batch."""
+    cfg = VideoClassifier.from_model(model).cfg
+    sizes = []
+
+    class _BatchSizes(_EventBackend):
+        def submit(self, clips):
+            sizes.append(len(clips))
+            return super().submit(clips)
+
+    clf = VideoClassifier(_BatchSizes([]), cfg, batch_size=4)
+    n = sum(1 for _ in clf.stream(videos["bar"], hop=0.1))
+    assert sizes[0] == 1 and sizes[1] == 4 and sum(sizes) == n

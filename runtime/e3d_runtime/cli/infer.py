@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--csv", help="write the records as CSV")
     out.add_argument("--annotate", help="stream mode, one file input: write an MP4 with the label drawn")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-compile-cache", action="store_true",
+                     help="openvino: compile the model every time instead of reusing the compiled "
+                          "blob cached under $E3D_CACHE/openvino (default ~/.cache/e3d_zoo/openvino)")
     add_json_flag(p)
     return p
 
@@ -90,8 +93,14 @@ def _make_classifier(args: argparse.Namespace):
     kw: Dict[str, Any] = dict(labels=labels, batch_size=args.batch_size, top_k=args.top_k,
                               num_clips=args.clips, num_crops=args.crops,
                               decode_threads=args.decode_threads)
+    options: Dict[str, Any] = {}
     if args.streams is not None:
-        kw["backend_options"] = {"streams": args.streams}
+        options["streams"] = args.streams
+    if args.artifact and not args.no_compile_cache and \
+            (args.backend or artifact_and_cfg(args.artifact)[0]) in ("openvino", "ov"):
+        options["cache_dir"] = compile_cache_dir()
+    if options:
+        kw["backend_options"] = options
     if args.artifact and not args.model:
         clf = VideoClassifier.from_artifact(args.artifact, backend=args.backend, threads=args.threads,
                                             **kw)
@@ -110,6 +119,13 @@ def _make_classifier(args: argparse.Namespace):
         clf.sampling = SamplingConfig.from_cfg(clf.cfg, frame_stride=args.frame_stride,
                                                sample_fps=args.sample_fps)
     return clf
+
+
+def compile_cache_dir() -> Path:
+    """Where compiled OpenVINO models are cached: $E3D_CACHE/openvino (~/.cache/e3d_zoo)."""
+    import os
+
+    return Path(os.environ.get("E3D_CACHE", Path.home() / ".cache" / "e3d_zoo")) / "openvino"
 
 
 def _tqdm(args: argparse.Namespace):

@@ -183,8 +183,12 @@ def stream(clf: "VideoClassifier", source: str | os.PathLike, *, hop: float = 0.
             yield rec
 
     produced = windows(clf, source, hop, max_reconnects, start_time, timing, opts)
+    started_any = False
     for w in prefetch(produced, depth=max(2, batch * depth)):
         pending.append(w)
-        if len(pending) >= batch:
+        # the first window runs alone: the first prediction comes one window after the
+        # start, not `batch` windows (4 s of video at hop 0.5) later; batches follow
+        if len(pending) >= (batch if started_any else 1):
+            started_any = True
             yield from flush()
     yield from flush(drain=True)
