@@ -16,6 +16,8 @@ What it does, in order (every figure is a median over ``--repeats`` runs):
    runs the edge venv's ``e3d-infer VIDEO --artifact FOLDER --mode stream --hop 0.5``:
    time from spawn to the first printed prediction, and the whole command's wall time,
    whose ratio to the video's duration is the real-time factor including start-up.
+4. Preprocessing alone: ms per 640x360 frame on one core, numpy vs torchvision's uint8
+   kernel (the implementation before this issue), interleaved.
 
 The JSON records the CPU model and flags and the load average around each step: these
 machines are shared, so compare figures from one run, and re-measure on a quiet machine.
@@ -120,6 +122,43 @@ def help_startup(bins: Dict[str, Path], repeats: int) -> Dict[str, Any]:
     return out
 
 
+def preprocess_times(repeats: int) -> Dict[str, Any]:
+    """ms per 640x360 frame -> E3D-S's 160x160 input, one core: the numpy implementation,
+    and torchvision's uint8 kernel (the implementation before 2026-11-29) when installed,
+    interleaved so both see the same load."""
+    import numpy as np
+
+    from e3d_runtime.video.transforms import EvalTransform
+
+    clip = np.random.default_rng(0).integers(0, 256, (13, 360, 640, 3), dtype=np.uint8)
+    tf = EvalTransform(160)
+    runs: Dict[str, Any] = {"numpy": lambda: tf(clip)}
+    try:
+        import torch
+        from torchvision.transforms.v2 import functional as TF
+
+        torch.set_num_threads(1)
+        mean = torch.tensor(tf.mean).view(1, 3, 1, 1)
+        std = torch.tensor(tf.std).view(1, 3, 1, 1)
+
+        def torchvision_uint8():
+            x = TF.resize(torch.from_numpy(clip).permute(0, 3, 1, 2), [160], antialias=True)
+            x = TF.center_crop(x, [160, 160]).float().div_(255).sub_(mean).div_(std)
+            return x.permute(1, 0, 2, 3).contiguous()
+
+        runs["torchvision_uint8"] = torchvision_uint8
+    except ImportError:
+        pass
+    samples: Dict[str, List[float]] = {k: [] for k in runs}
+    for _ in range(max(repeats, 3) * 3):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - t0) / len(clip))
+    return {k: {"ms_per_frame_median": round(1000 * statistics.median(v[1:]), 3), "runs": len(v) - 1}
+            for k, v in samples.items()}
+
+
 def stream_runs(exe: Path, video: Path, folder: Path, seconds: float, repeats: int,
                 extra: Sequence[str] = ()) -> Dict[str, Any]:
     """Spawn-to-first-prediction and whole-command wall time of e3d-infer in stream mode."""
@@ -159,6 +198,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("building the edge venv ...", file=sys.stderr)
     result["install"] = build_edge_venv(work / "edge-venv")
     bins = {"edge": work / "edge-venv" / "bin", "full": Path(sys.executable).parent}
+    result["preprocess"] = preprocess_times(args.repeats)
     print("timing --help ...", file=sys.stderr)
     result["help"] = help_startup(bins, args.repeats)
 

@@ -52,15 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.check:
-        from .manifest import check_manifest
+    if args.check:  # the edge install's command (e3d_runtime.verify), one implementation
+        from e3d_runtime.verify import check_command
 
-        m = check_manifest(args.check)
-        if args.json:
-            print_json({"folder": args.check, "ok": True, "files": len(m["files"])})
-        else:
-            print(f"{args.check}: all {len(m['files'])} files match manifest.json")
-        return 0
+        return check_command(args.check, as_json=args.json)
     if not args.source:
         raise ConfigError("e3d-export: a source (model name, arch JSON or checkpoint) is required")
     if not args.out:

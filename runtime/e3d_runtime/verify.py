@@ -74,15 +74,20 @@ def verify_folder(folder: str | Path, *, backends: Optional[Sequence[str]] = Non
         f"--check {folder} re-hashes the folder")
 
 
+def check_command(folder: str, *, as_json: bool = False) -> int:
+    """``e3d-export --check FOLDER``: re-hash, print the outcome; a mismatch raises ExportError."""
+    m = check_manifest(folder)
+    if as_json:
+        print_json({"folder": folder, "ok": True, "files": len(m["files"])})
+    else:
+        print(f"{folder}: all {len(m['files'])} files match manifest.json")
+    return 0
+
+
 def _main(argv: Optional[Sequence[str]]) -> int:
     args = build_parser().parse_args(argv)
     if args.check:
-        m = check_manifest(args.check)
-        if args.json:
-            print_json({"folder": args.check, "ok": True, "files": len(m["files"])})
-        else:
-            print(f"{args.check}: all {len(m['files'])} files match manifest.json")
-        return 0
+        return check_command(args.check, as_json=args.json)
     report = verify_folder(args.verify, backends=args.backend, threads=args.threads)
     if args.json:
         print_json(report)
