@@ -16,7 +16,10 @@ What it does, in order (every figure is a median over ``--repeats`` runs):
    runs the edge venv's ``e3d-infer VIDEO --artifact FOLDER --mode stream --hop 0.5``:
    time from spawn to the first printed prediction, and the whole command's wall time,
    whose ratio to the video's duration is the real-time factor including start-up.
-4. Preprocessing alone: ms per 640x360 frame on one core, numpy vs torchvision's uint8
+4. The stages before the first prediction, timed inside one edge-venv process (imports,
+   model compile with and without OpenVINO's compiled-blob cache, first decode,
+   preprocess, inference): cumulative ms since the interpreter started.
+5. Preprocessing alone: ms per 640x360 frame on one core, numpy vs torchvision's uint8
    kernel (the implementation before this issue), interleaved.
 
 The JSON records the CPU model and flags and the load average around each step: these
@@ -159,6 +162,42 @@ def preprocess_times(repeats: int) -> Dict[str, Any]:
             for k, v in samples.items()}
 
 
+# the stages before the first prediction, timed inside one process of the edge venv
+_BREAKDOWN = """
+import json, sys, time
+t0 = time.perf_counter(); marks = {}
+def mark(name): marks[name] = round(1000 * (time.perf_counter() - t0), 1)
+import numpy as np; mark("import_numpy")
+from e3d_runtime.video.pipeline import VideoClassifier; mark("import_pipeline")
+import openvino; mark("import_openvino")
+clf = VideoClassifier.from_artifact(sys.argv[1], backend_options={"cache_dir": sys.argv[3]} if sys.argv[3] else None)
+mark("compile_model")
+from e3d_runtime.video.decode import VideoReader
+reader = VideoReader(sys.argv[2]); mark("import_av_open_video")
+frames, stride, T = [], clf.sampling.frame_stride, clf.sampling.num_frames
+for fr in reader.frames(keep=lambda i, t: i % stride == 0):
+    if fr.image is not None:
+        frames.append(fr.image)
+    if len(frames) == T:
+        break
+mark("decode_first_window")
+x = clf.transform(np.stack(frames)); mark("preprocess_first_window")
+clf.predict(x[None]); mark("infer_first_window")
+print(json.dumps(marks))
+"""
+
+
+def first_prediction_breakdown(python: Path, folder: Path, video: Path, repeats: int,
+                               cache_dir: str = "") -> Dict[str, Any]:
+    """Cumulative ms since interpreter start at each stage (median per stage)."""
+    runs = []
+    for _ in range(repeats):
+        p = subprocess.run([str(python), "-c", _BREAKDOWN, str(folder), str(video), cache_dir],
+                           capture_output=True, text=True, check=True, timeout=300)
+        runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
 def stream_runs(exe: Path, video: Path, folder: Path, seconds: float, repeats: int,
                 extra: Sequence[str] = ()) -> Dict[str, Any]:
     """Spawn-to-first-prediction and whole-command wall time of e3d-infer in stream mode."""
@@ -211,6 +250,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         export(args.model, folder, openvino=True)
     video = make_video(work / f"video_{int(args.seconds)}s_640x360_30fps_1M.mp4", args.seconds,
                        bitrate="1M")
+    print("first prediction, by stage ...", file=sys.stderr)
+    edge_python = bins["edge"] / "python"
+    cache = work / "ov-cache"
+    result["first_prediction_stages_ms"] = {
+        "compile": first_prediction_breakdown(edge_python, folder, video, args.repeats),
+        "compiled_blob_cached": first_prediction_breakdown(edge_python, folder, video, args.repeats,
+                                                           str(cache))}
     print("streaming ...", file=sys.stderr)
     result["stream"] = stream_runs(bins["edge"] / "e3d-infer", video, folder, args.seconds, args.repeats)
     result["video"] = {"seconds": args.seconds, "size": [640, 360], "fps": 30, "bitrate_cap": "1M",
