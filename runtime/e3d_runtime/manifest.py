@@ -32,7 +32,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from .errors import ConfigError, ExportError
 
@@ -190,16 +190,3 @@ def artifact_for(folder: str | os.PathLike, manifest: Mapping[str, Any],
     have = sorted(f"{k} ({v.get('format')})" for k, v in artifacts.items() if isinstance(v, Mapping))
     raise ExportError(f"{folder}: no artifact for {' or '.join(backends)}; the folder has "
                       f"{', '.join(have) or 'none'}")
-
-
-def listed_artifact(folder: Path, manifest: Mapping[str, Any], file: Path) -> Optional[Dict[str, Any]]:
-    """The manifest entry of ``file`` (an artifact inside ``folder``), if it lists one."""
-    for entry in (manifest.get("artifacts") or {}).values():
-        if isinstance(entry, Mapping) and entry.get("file") == file.name:
-            return dict(entry)
-    return None
-
-
-def artifact_files(manifest: Mapping[str, Any]) -> List[str]:
-    return [str(e["file"]) for e in (manifest.get("artifacts") or {}).values()
-            if isinstance(e, Mapping) and e.get("file")]
