@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _make_classifier(args: argparse.Namespace):
-    from ..video.pipeline import VideoClassifier, artifact_and_cfg, load_labels
+    from ..video.pipeline import VideoClassifier, load_labels
     from ..video.sampling import SamplingConfig
 
     labels = load_labels(args.labels) if args.labels else None
@@ -96,8 +96,8 @@ def _make_classifier(args: argparse.Namespace):
     options: Dict[str, Any] = {}
     if args.streams is not None:
         options["streams"] = args.streams
-    if args.artifact and not args.no_compile_cache and \
-            (args.backend or artifact_and_cfg(args.artifact)[0]) in ("openvino", "ov"):
+    runtime = _runtime(args)
+    if args.artifact and not args.no_compile_cache and runtime == "openvino":
         options["cache_dir"] = compile_cache_dir()
     if options:
         kw["backend_options"] = options
@@ -106,8 +106,7 @@ def _make_classifier(args: argparse.Namespace):
                                             **kw)
     else:
         try:
-            backend = args.backend or (artifact_and_cfg(args.artifact)[0] if args.artifact else "torch")
-            clf = VideoClassifier.from_model(args.model or "e3d_s", backend=backend,
+            clf = VideoClassifier.from_model(args.model or "e3d_s", backend=runtime,
                                              artifact=args.artifact, threads=args.threads,
                                              weights=args.weights, num_classes=args.num_classes,
                                              pretrained=not (args.weights or args.random_weights),
@@ -119,6 +118,17 @@ def _make_classifier(args: argparse.Namespace):
         clf.sampling = SamplingConfig.from_cfg(clf.cfg, frame_stride=args.frame_stride,
                                                sample_fps=args.sample_fps)
     return clf
+
+
+def _runtime(args: argparse.Namespace) -> str:
+    """The backend that will run: --backend, else the artifact's (a folder's first installed
+    runtime, a file's extension), else torch."""
+    from ..backends.base import canonical_backend_name
+    from ..video.pipeline import artifact_and_cfg
+
+    if args.backend:
+        return canonical_backend_name(args.backend)
+    return artifact_and_cfg(args.artifact)[0] if args.artifact else "torch"
 
 
 def compile_cache_dir() -> Path:
@@ -172,9 +182,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if args.decode_threads < 0:
         raise ConfigError(f"--decode-threads: expected >= 0, found {args.decode_threads}")
     if args.streams is not None:
-        from ..video.pipeline import artifact_and_cfg
-
-        backend = args.backend or (artifact_and_cfg(args.artifact)[0] if args.artifact else "torch")
+        backend = _runtime(args)
         if args.streams < 1:
             raise ConfigError(f"--streams: expected >= 1, found {args.streams}")
         if backend != "openvino":
