@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from e3d_zoo.cli._common import add_json_flag, print_json, run_cli
-from e3d_zoo.errors import ConfigError
+from e3d_runtime.cli._common import add_json_flag, print_json, run_cli
+from e3d_runtime.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,15 +66,10 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.verify:
         return _verify(args)
-    if args.check:
-        from .manifest import check_manifest
+    if args.check:  # the edge install's command (e3d_runtime.verify), one implementation
+        from e3d_runtime.verify import check_command
 
-        m = check_manifest(args.check)
-        if args.json:
-            print_json({"folder": args.check, "ok": True, "files": len(m["files"])})
-        else:
-            print(f"{args.check}: all {len(m['files'])} files match manifest.json")
-        return 0
+        return check_command(args.check, as_json=args.json)
     if not args.source:
         raise ConfigError("e3d-export: a source (model name, arch JSON or checkpoint) is required")
     if not args.out:
@@ -160,7 +155,6 @@ def _verify(args) -> int:
 
 def _decoded_clip(args):
     """A real clip for verification, decoded and normalized by the video pipeline."""
-    from e3d_zoo.errors import VideoError
     from e3d_zoo.zoo import create_model, spec_for
 
     try:
@@ -173,11 +167,7 @@ def _decoded_clip(args):
     if spec is None:
         raise ConfigError("--video with a checkpoint needs --arch so the clip shape is known")
     clf = VideoClassifier.from_model(create_model(spec), backend="torch", num_clips=1, num_crops=1)
-    try:
-        views = clf._video_views(str(args.video), 1, 1)  # decode + the model's eval transform
-    except AttributeError as exc:
-        raise VideoError("--video: this version of the video pipeline cannot hand out clips") from exc
-    return views["clips"].numpy()[:1]
+    return clf.views(str(args.video), num_clips=1, num_crops=1)[:1]  # decode + the eval transform
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -71,7 +71,7 @@ def criteria_for(precision: str, **overrides: Any) -> Criteria:
     """The :class:`Criteria` of ``precision`` (fp32, fp16, bf16, int8), with overrides."""
     key = PRECISION_ALIASES.get(precision, precision)
     if key not in CRITERIA:
-        from e3d_zoo.errors import ExportError
+        from e3d_runtime.errors import ExportError
 
         raise ExportError(f"precision {precision!r}: no verification criteria; expected one of "
                           f"{sorted(CRITERIA)}")
@@ -188,7 +188,7 @@ def check_reference(ref: np.ndarray, what: str = "the reference") -> None:
     """Raise VerificationError when :func:`reference_problems` finds any."""
     problems = reference_problems(ref)
     if problems:
-        from e3d_zoo.errors import VerificationError
+        from e3d_runtime.errors import VerificationError
 
         raise VerificationError(
             f"{what}: cannot verify against these logits: " + "; ".join(problems)

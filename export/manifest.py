@@ -1,16 +1,18 @@
 """``manifest.json``: what an export folder holds and why it can be trusted.
 
 Every file's sha256 and size, the source model, the input spec, library versions,
-verification results and measured latency. :func:`check_manifest` re-hashes the
+verification results, measured latency, and the ``preprocess`` section the video
+pipeline follows (:func:`e3d_runtime.manifest.preprocess_section`). ``check_manifest``
+(from :mod:`e3d_runtime.manifest`, which reads folders without torch) re-hashes the
 folder so a consumer can detect tampering or a partial copy.
 
-Reading and checking a manifest needs no torch (``e3d-export --verify`` runs on edge
-boxes): e3d_zoo modules are imported inside the functions that write or raise.
+This module is the writing half (it runs where the export runs, with torch);
+reading, hashing and checking a folder live in :mod:`e3d_runtime.manifest` and are
+re-exported here.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import importlib
 import json
 import os
@@ -18,19 +20,13 @@ import platform
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
+from e3d_runtime.atomic import atomic_write_text
+# reading a folder (hashes, checks, the preprocess section) is the torch-free runtime's job
+from e3d_runtime.manifest import (MANIFEST_NAME, MANIFEST_SCHEMA, check_manifest,  # noqa: F401
+                                  file_problems, file_table, load_manifest, sha256_file)
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_SCHEMA = "e3d-export-manifest"
 MANIFEST_VERSION = 1
 _LIBRARIES = ("torch", "timm", "numpy", "onnx", "onnxruntime", "onnxslim", "openvino", "nncf", "tensorrt")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def library_versions() -> Dict[str, str]:
@@ -50,16 +46,6 @@ def library_versions() -> Dict[str, str]:
             except Exception:
                 out[name] = None
     return out
-
-
-def file_table(folder: str | os.PathLike) -> Dict[str, Dict[str, Any]]:
-    """{relative path: {sha256, bytes}} of every file under ``folder`` but the manifest."""
-    folder = Path(folder)
-    table = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != MANIFEST_NAME:
-            table[p.relative_to(folder).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-    return table
 
 
 def build_manifest(folder: str | os.PathLike, *, source: Mapping[str, Any],
@@ -86,48 +72,4 @@ def build_manifest(folder: str | os.PathLike, *, source: Mapping[str, Any],
 
 
 def write_manifest(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> Path:
-    from e3d_zoo.atomic import atomic_write_text
-
     return atomic_write_text(Path(folder) / MANIFEST_NAME, json.dumps(manifest, indent=2, default=str) + "\n")
-
-
-def load_manifest(folder: str | os.PathLike) -> Dict[str, Any]:
-    from e3d_zoo.errors import ExportError
-
-    path = Path(folder) / MANIFEST_NAME
-    if not path.is_file():
-        raise ExportError(f"{folder}: no {MANIFEST_NAME} (not an e3d-export folder?)")
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ExportError(f"{path}: not valid JSON: {exc}") from exc
-    if data.get("schema") != MANIFEST_SCHEMA:
-        raise ExportError(f"{path}: schema is {data.get('schema')!r}, expected {MANIFEST_SCHEMA!r}")
-    return data
-
-
-def file_problems(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> list:
-    """["name: missing" | "name: sha256 differs ..." | "name: not listed ..."] for ``folder``."""
-    actual = file_table(folder)
-    listed = manifest.get("files", {})
-    problems = []
-    for name, entry in listed.items():
-        if name not in actual:
-            problems.append(f"{name}: missing")
-        elif actual[name]["sha256"] != entry["sha256"]:
-            problems.append(f"{name}: sha256 differs from the manifest")
-    for name in actual:
-        if name not in listed:
-            problems.append(f"{name}: not listed in the manifest")
-    return problems
-
-
-def check_manifest(folder: str | os.PathLike) -> Dict[str, Any]:
-    """Re-hash the folder against its manifest; raise ExportError naming any difference."""
-    from e3d_zoo.errors import ExportError
-
-    manifest = load_manifest(folder)
-    problems = file_problems(folder, manifest)
-    if problems:
-        raise ExportError(f"{folder}: does not match its manifest: " + "; ".join(problems))
-    return manifest

@@ -246,7 +246,8 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
                                       latency=run.latency or None,
                                       extra={"reference": reference,
                                              "criteria": {k: crit[k].to_dict() for k in sorted(used)},
-                                             "lowering_criteria": LOWERING_CRITERIA.to_dict() if lower_2d else None})
+                                             "lowering_criteria": LOWERING_CRITERIA.to_dict() if lower_2d else None,
+                                             "preprocess": _preprocess(model, T, R, C)})
             write_manifest(stage, manifest)
     finally:
         if bar is not None:
@@ -264,3 +265,12 @@ def criteria_overrides(max_rel_err: Optional[float] = None,
         for key in ("fp16", "bf16", "int8"):
             out[key] = criteria_for(key, min_top1=min_top1)
     return out
+
+
+def _preprocess(model: nn.Module, frames: int, size: int, in_chans: int) -> Dict[str, Any]:
+    """The manifest's ``preprocess`` section: what e3d-infer does to frames, without torch.
+    Clip shape from the exported graph (``--frames``/``--size`` may override the config)."""
+    from e3d_runtime.manifest import preprocess_section
+
+    cfg = {**(model.pretrained_cfg or {}), "num_frames": frames, "input_size": (in_chans, size, size)}
+    return preprocess_section(cfg, num_classes=getattr(model, "num_classes", None))

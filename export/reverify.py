@@ -32,7 +32,7 @@ def save_reference(folder: str | os.PathLike, clips: np.ndarray, logits: np.ndar
     Clips on the float16 grid (:func:`~.verify.random_clips` makes them so) are stored
     as float16, exactly, at half the size; any others as float32.
     """
-    from e3d_zoo.atomic import atomic_path
+    from e3d_runtime.atomic import atomic_path
 
     clips = np.ascontiguousarray(clips, dtype=np.float32)
     half = clips.astype(np.float16)
@@ -48,7 +48,7 @@ def save_reference(folder: str | os.PathLike, clips: np.ndarray, logits: np.ndar
 
 def load_reference(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
     """(clips float32, logits float32) from the folder's reference file, sha256 checked."""
-    from e3d_zoo.errors import ExportError
+    from e3d_runtime.errors import ExportError
 
     entry = manifest.get("reference")
     if not isinstance(entry, Mapping):
@@ -86,7 +86,7 @@ def artifact_plan(name: str, art: Mapping[str, Any], manifest: Mapping[str, Any]
 def run_artifact(path: Path, backend: str, options: Mapping[str, Any], clips: np.ndarray,
                  threads: Optional[int]) -> np.ndarray:
     """The artifact's logits for ``clips``, one clip at a time (static-batch exports too)."""
-    from e3d_zoo.runtime import load_backend
+    from e3d_runtime.backends import load_backend
 
     be = load_backend(backend, path, threads=threads, **options)
     return np.concatenate([be.run(clips[i:i + 1]) for i in range(len(clips))], axis=0)
@@ -95,8 +95,8 @@ def run_artifact(path: Path, backend: str, options: Mapping[str, Any], clips: np
 def verify_artifact_in_folder(folder: Path, plan: Mapping[str, Any], clips: np.ndarray,
                               logits: np.ndarray, threads: Optional[int] = None) -> Dict[str, Any]:
     """Run and judge one artifact; {"status": passed | failed | skipped, ...}."""
-    from e3d_zoo.errors import BackendError, E3DError, MissingDependencyError
-    from e3d_zoo.runtime import backend_class
+    from e3d_runtime.errors import BackendError, E3DError, MissingDependencyError
+    from e3d_runtime.backends import backend_class
 
     row: Dict[str, Any] = {"name": plan["name"], "file": plan["file"], "backend": plan["backend"],
                            "precision": plan["precision"]}
@@ -131,7 +131,7 @@ def verify_folder(folder: str | os.PathLike, *, threads: Optional[int] = None,
     the reference data's sha256, and each artifact on this machine's runtime
     (``skipped`` with the reason when its runtime is not usable here).
     """
-    from e3d_zoo.errors import ExportError
+    from e3d_runtime.errors import ExportError
 
     folder = Path(folder)
     manifest = load_manifest(folder)

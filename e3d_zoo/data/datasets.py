@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from ..errors import DataError, VideoError
@@ -265,7 +266,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
             return None
         clip = frames[[pos[int(i)] for i in idx]]
         x = self.transform(clip, g + 1) if self.train else self.transform(clip)
-        return x, label
+        return torch.from_numpy(x), label
 
     def views(self, index: int, temporal: int = 1, spatial: int = 1) -> Optional[torch.Tensor]:
         """``temporal x spatial`` views of one video, shaped (V, C, T, H, W) (None if unreadable)."""
@@ -281,7 +282,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
             return None
         crops = MultiCropTransform((self.size, self.size), mean=self.mean, std=self.std, num_crops=spatial)
         out = [crops(frames[[pos[int(i)] for i in row]]) for row in idx]
-        return torch.cat(out)
+        return torch.from_numpy(np.concatenate(out))
 
     @staticmethod
     def collate(batch):

@@ -1,4 +1,4 @@
-"""One exception hierarchy for the whole toolkit.
+"""One exception hierarchy for the whole toolkit (e3d-zoo and the edge install e3d-runtime).
 
 Every error a user can cause derives from :class:`E3DError`; the CLIs catch it,
 print its message and exit non-zero without a traceback.
@@ -49,6 +49,21 @@ class BackendError(E3DError):
     """A runtime backend cannot load or run an artifact on this machine."""
 
 
+# packages the torch-free edge install (e3d-runtime) runs with -> its extra
+_RUNTIME_EXTRAS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "av": "video",
+                   "PIL": "video", "tqdm": "video", "tensorrt": "trt"}
+
+
+def install_hint(package: str, extra: str) -> str:
+    """``pip install '...'`` for ``package``: the edge install's extra when e3d-zoo (torch)
+    is not installed and the runtime has that extra, else e3d-zoo's ``extra``."""
+    import importlib.util
+
+    if package in _RUNTIME_EXTRAS and importlib.util.find_spec("e3d_zoo") is None:
+        return f"pip install 'e3d-runtime[{_RUNTIME_EXTRAS[package]}]'"
+    return f"pip install 'e3d-zoo[{extra}]'"
+
+
 class MissingDependencyError(E3DError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 
@@ -56,10 +71,8 @@ class MissingDependencyError(E3DError, ImportError):
         self.package = package
         self.extra = extra
         what = f" (needed for {purpose})" if purpose else ""
-        super().__init__(
-            f"the optional dependency '{package}' is not installed{what}; "
-            f"install it with: pip install 'e3d-zoo[{extra}]'"
-        )
+        super().__init__(f"the optional dependency '{package}' is not installed{what}; "
+                         f"install it with: {install_hint(package, extra)}")
 
 
 class VideoError(E3DError):

@@ -108,3 +108,12 @@ def test_tensorrt_fails_early_naming_the_trt_extra(tmp_path):
     msg = str(info.value)
     assert "e3d-zoo[trt]" in msg or "CUDA" in msg
     assert "tensorrt" not in available_backends()
+
+
+def test_openvino_compile_cache_is_reused_with_identical_results(artifacts, clips, tmp_path):
+    first = load_backend("openvino", artifacts["openvino"], threads=1, cache_dir=tmp_path)
+    blobs = sorted(p.name for p in tmp_path.iterdir())
+    assert blobs, "OpenVINO wrote no compiled blob into cache_dir"
+    second = load_backend("openvino", artifacts["openvino"], threads=1, cache_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == blobs  # imported, not compiled again
+    np.testing.assert_array_equal(first.run(clips), second.run(clips))

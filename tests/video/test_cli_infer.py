@@ -124,7 +124,7 @@ def test_trained_model_folder_with_label_names(tmp_path, capsys):
     with VideoReader(src) as r:
         frames, _ = r.read(multi_view_indices(30, SamplingConfig.from_cfg(model.pretrained_cfg), 1)[0])
     with torch.no_grad():
-        p = softmax(model(EvalTransform.from_cfg(model.pretrained_cfg)(frames)[None]).numpy())[0]
+        p = softmax(model(torch.from_numpy(EvalTransform.from_cfg(model.pretrained_cfg)(frames)[None])).numpy())[0]
     assert rec["top"][0]["label"] == names[int(np.argmax(p))]
     assert rec["top"][0]["score"] == pytest.approx(float(p.max()), abs=1e-5)
 

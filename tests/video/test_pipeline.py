@@ -9,7 +9,8 @@ from e3d_zoo import create_model
 from e3d_zoo.errors import ConfigError
 from e3d_zoo.runtime.base import Backend
 from e3d_zoo.video.decode import VideoReader
-from e3d_zoo.video.pipeline import VideoClassifier, _prefetch, load_labels, softmax
+from e3d_zoo.video.pipeline import VideoClassifier, load_labels, softmax
+from e3d_runtime.video.prefetch import prefetch
 from e3d_zoo.video.sampling import multi_view_indices
 from e3d_zoo.video.transforms import EvalTransform, MultiCropTransform
 from e3d_zoo.video.writers import encode_video
@@ -41,7 +42,7 @@ def videos(tmp_path_factory):
 
 def _direct(model, clips):
     with torch.no_grad():
-        return softmax(model(clips).numpy())
+        return softmax(model(torch.as_tensor(clips)).numpy())
 
 
 def test_multi_view_classification_equals_the_protocol_computed_by_hand(model, videos):
@@ -54,7 +55,7 @@ def test_multi_view_classification_equals_the_protocol_computed_by_hand(model, v
     with VideoReader(videos["bar"]) as r:
         frames, _ = r.read()
     crops = MultiCropTransform.from_cfg(cfg, num_crops=3)
-    views = torch.cat([crops(frames[i]) for i in idx])
+    views = np.concatenate([crops(frames[i]) for i in idx])
     expected = _direct(model, views).mean(0)
     assert np.allclose(rec["probs"], expected, atol=1e-5)
     assert rec["top"][0]["index"] == int(np.argmax(expected))
@@ -147,7 +148,7 @@ def test_prefetch_reraises_producer_errors_in_order():
 
     got = []
     with pytest.raises(RuntimeError, match="boom"):
-        for x in _prefetch(items()):
+        for x in prefetch(items()):
             got.append(x)
     assert got == [1, 2]
 
@@ -181,7 +182,7 @@ def test_multi_view_on_a_long_video_seeks_and_matches_sequential_decoding(model,
         frames, _ = r.read()
     idx = multi_view_indices(300, clf.sampling, 3)
     tf = EvalTransform.from_cfg(model.pretrained_cfg)
-    expected = _direct(model, torch.stack([tf(frames[i]) for i in idx])).mean(0)
+    expected = _direct(model, np.stack([tf(frames[i]) for i in idx])).mean(0)
     assert np.allclose(rec["probs"], expected, atol=1e-5)
 
 
@@ -263,7 +264,7 @@ def test_views_of_several_videos_share_inference_batches(model, videos):
 def test_views_hands_out_the_network_input(model, videos):
     clf = VideoClassifier.from_model(model, threads=1)
     x = clf.views(videos["bar"], num_clips=2, num_crops=3)
-    assert tuple(x.shape) == (6, 3, 4, 32, 32) and x.dtype == torch.float32
+    assert tuple(x.shape) == (6, 3, 4, 32, 32) and x.dtype == np.float32
     rec = clf.classify(videos["bar"], num_clips=2, num_crops=3, return_probs=True)
     assert np.allclose(rec["probs"], _direct(model, x).mean(0), atol=1e-5)
 
@@ -358,3 +359,18 @@ def test_a_failed_openvino_request_raises_instead_of_hanging(model, tmp_path):
     be._idle.put(FailingRequest())
     with pytest.raises(BackendError, match="inference failed: device lost"):
         clf.predict(np.zeros((1, 3, 4, 32, 32), np.float32))
+
+
+def test_a_file_stream_runs_its_first_window_alone_then_batches(model, videos):
+    """Time to first prediction: the first window is not held back to fill a batch."""
+    cfg = VideoClassifier.from_model(model).cfg
+    sizes = []
+
+    class _BatchSizes(_EventBackend):
+        def submit(self, clips):
+            sizes.append(len(clips))
+            return super().submit(clips)
+
+    clf = VideoClassifier(_BatchSizes([]), cfg, batch_size=4)
+    n = sum(1 for _ in clf.stream(videos["bar"], hop=0.1))
+    assert sizes[0] == 1 and sizes[1] == 4 and sum(sizes) == n

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import BackendError, require
+from ..errors import BackendError, install_hint, require
 from .base import Backend, register_backend
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -71,7 +71,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            return False, "onnxruntime is not installed (pip install 'e3d-zoo[onnx]')"
+            return False, f"onnxruntime is not installed ({install_hint('onnxruntime', 'onnx')})"
         return True, ""
 
     def _check(self, clips: np.ndarray) -> np.ndarray:

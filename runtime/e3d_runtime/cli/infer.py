@@ -1,9 +1,9 @@
 """e3d-infer: classify videos, folders or live streams with an E3D model.
 
-    e3d-infer clip.mp4 --model e3d_s --backend openvino
-    e3d-infer videos/ --model e3d_s --weights best.safetensors --jsonl out.jsonl --csv out.csv
-    e3d-infer rtsp://camera/live --model e3d_s --mode stream --hop 0.5 --smoothing 0.6
-    e3d-infer clip.mp4 --artifact e3d_s.onnx --mode stream --annotate labelled.mp4
+    e3d-infer clip.mp4 --artifact exports/e3d_s              # an e3d-export folder, no torch
+    e3d-infer rtsp://camera/live --artifact exports/e3d_s --mode stream --hop 0.5 --smoothing 0.6
+    e3d-infer videos/ --artifact exports/e3d_s --jsonl out.jsonl --csv out.csv
+    e3d-infer clip.mp4 --model e3d_s --weights best.safetensors     # PyTorch (full e3d-zoo install)
 
 Whole-video mode averages ``--clips`` temporal clips x ``--crops`` spatial crops;
 stream mode emits a prediction every ``--hop`` seconds. A failing input is reported
@@ -30,18 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "stream URLs (rtsp://, http://, ...) or capture devices (with --format)")
     src = p.add_argument_group("model")
     src.add_argument("--model", default=None,
-                     help="zoo name (e3d_s, e3d_m, e3d_l), hf-hub:<repo>, a save-pretrained folder "
-                          "(e3d-train's output) or an arch JSON (default e3d_s unless --artifact)")
+                     help="PyTorch model (needs the full e3d-zoo install): zoo name (e3d_s, e3d_m, "
+                          "e3d_l), hf-hub:<repo>, a save-pretrained folder (e3d-train's output) or "
+                          "an arch JSON (default e3d_s unless --artifact)")
     src.add_argument("--weights", help="a .safetensors / torch checkpoint for --model")
     src.add_argument("--random-weights", action="store_true",
                      help="run with random weights when none are given (speed and smoke tests); "
                           "without it, --model loads its published pretrained weights")
     src.add_argument("--num-classes", type=int, help="classifier size when --weights is not the 400-class head")
-    src.add_argument("--artifact", help="an exported .onnx / .xml (preprocessing from its metadata, "
-                     "or from --model when given)")
+    src.add_argument("--artifact", help="an e3d-export folder (preprocessing and labels from its "
+                     "manifest) or one exported .xml / .onnx / .engine file")
     src.add_argument("--backend", default=None,
-                     help="torch, onnxruntime, openvino or tensorrt (default: torch, or the "
-                          "artifact's runtime)")
+                     help="torch, onnxruntime, openvino or tensorrt (default: a folder's first "
+                          "installed runtime of openvino, onnxruntime, tensorrt; a file's by its "
+                          "extension; torch for --model)")
     src.add_argument("--threads", type=int, default=None, help="inference threads (default: runtime's)")
     src.add_argument("--streams", type=int, default=None,
                      help="openvino: inference requests run at once, sharing --threads (default 1, "
@@ -76,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--csv", help="write the records as CSV")
     out.add_argument("--annotate", help="stream mode, one file input: write an MP4 with the label drawn")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-compile-cache", action="store_true",
+                     help="openvino: compile the model every time instead of reusing the compiled "
+                          "blob cached under $E3D_CACHE/openvino (default ~/.cache/e3d_zoo/openvino)")
     add_json_flag(p)
     return p
 
@@ -88,14 +93,20 @@ def _make_classifier(args: argparse.Namespace):
     kw: Dict[str, Any] = dict(labels=labels, batch_size=args.batch_size, top_k=args.top_k,
                               num_clips=args.clips, num_crops=args.crops,
                               decode_threads=args.decode_threads)
+    options: Dict[str, Any] = {}
     if args.streams is not None:
-        kw["backend_options"] = {"streams": args.streams}
+        options["streams"] = args.streams
+    runtime = _runtime(args)
+    if args.artifact and not args.no_compile_cache and runtime == "openvino":
+        options["cache_dir"] = compile_cache_dir()
+    if options:
+        kw["backend_options"] = options
     if args.artifact and not args.model:
         clf = VideoClassifier.from_artifact(args.artifact, backend=args.backend, threads=args.threads,
                                             **kw)
     else:
         try:
-            clf = VideoClassifier.from_model(args.model or "e3d_s", backend=args.backend or "torch",
+            clf = VideoClassifier.from_model(args.model or "e3d_s", backend=runtime,
                                              artifact=args.artifact, threads=args.threads,
                                              weights=args.weights, num_classes=args.num_classes,
                                              pretrained=not (args.weights or args.random_weights),
@@ -109,12 +120,41 @@ def _make_classifier(args: argparse.Namespace):
     return clf
 
 
-def _seconds_bar(src: str, args: argparse.Namespace):
-    """A progress bar in seconds of video for one file in stream mode (None if unknown)."""
+def _runtime(args: argparse.Namespace) -> str:
+    """The backend that will run: --backend, else the artifact's (a folder's first installed
+    runtime, a file's extension), else torch."""
+    from ..backends.base import canonical_backend_name
+    from ..video.pipeline import artifact_and_cfg
+
+    if args.backend:
+        return canonical_backend_name(args.backend)
+    return artifact_and_cfg(args.artifact)[0] if args.artifact else "torch"
+
+
+def compile_cache_dir() -> Path:
+    """Where compiled OpenVINO models are cached: $E3D_CACHE/openvino (~/.cache/e3d_zoo)."""
+    import os
+
+    return Path(os.environ.get("E3D_CACHE", Path.home() / ".cache" / "e3d_zoo")) / "openvino"
+
+
+def _tqdm(args: argparse.Namespace):
+    """tqdm's class, or None with --no-progress or where tqdm is not installed (a bare
+    edge install: e3d-runtime without the [video] extra)."""
     if args.no_progress:
         return None
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm
 
+
+def _seconds_bar(src: str, args: argparse.Namespace):
+    """A progress bar in seconds of video for one file in stream mode (None if unknown)."""
+    tqdm = _tqdm(args)
+    if tqdm is None:
+        return None
     from ..video.decode import VideoReader
 
     try:
@@ -142,9 +182,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if args.decode_threads < 0:
         raise ConfigError(f"--decode-threads: expected >= 0, found {args.decode_threads}")
     if args.streams is not None:
-        from ..video.pipeline import backend_for_artifact
-
-        backend = args.backend or (backend_for_artifact(args.artifact) if args.artifact else None) or "torch"
+        backend = _runtime(args)
         if args.streams < 1:
             raise ConfigError(f"--streams: expected >= 1, found {args.streams}")
         if backend != "openvino":
@@ -196,9 +234,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             print(f"{rec['source']}{where}: {t['label']} ({t['score']:.3f})", flush=True)
 
     progress = None
-    if len(todo) > 1 and not args.no_progress:
-        from tqdm import tqdm
-
+    tqdm = _tqdm(args) if len(todo) > 1 else None
+    if tqdm is not None:
         progress = tqdm(total=len(todo), unit="video", file=sys.stderr, disable=None)
     try:
         files = [s for s in todo if not (is_stream_url(s) or args.format)]

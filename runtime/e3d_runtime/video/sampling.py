@@ -28,6 +28,7 @@ from the decoder before sampling is reached; the functions here raise
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
@@ -158,15 +159,11 @@ def as_numpy_rng(generator: GeneratorLike) -> np.random.Generator:
         return generator
     if isinstance(generator, (int, np.integer)):
         return np.random.default_rng(int(generator))
-    try:
-        import torch
-
-        if isinstance(generator, torch.Generator):
-            # Draw a seed from the torch generator so that it alone drives the result.
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-            return np.random.default_rng(seed)
-    except ImportError:  # pragma: no cover
-        pass
+    torch = sys.modules.get("torch")  # a torch.Generator implies torch is loaded: never import it
+    if torch is not None and isinstance(generator, torch.Generator):
+        # Draw a seed from the torch generator so that it alone drives the result.
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        return np.random.default_rng(seed)
     raise ConfigError(f"generator: expected None, an int seed, numpy Generator or torch.Generator, "
                       f"found {type(generator).__name__}")
 

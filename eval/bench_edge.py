@@ -1,0 +1,276 @@
+"""The edge install's numbers (issue 16): its size and install time, every CLI's start-up,
+E3D-S's time to first prediction and the streaming CLI's real-time factor with start-up.
+
+    python -m e3d_eval.bench_edge --json docs/pipeline/edge.json        # ~5 min on 2 cores
+
+What it does, in order (every figure is a median over ``--repeats`` runs):
+
+1. Builds a fresh venv and times ``pip install ./runtime[openvino,video]`` into it from
+   pip's package cache, pinned to the versions installed here; reports ``du`` of the venv
+   (the documented edge install: numpy, PyAV, OpenVINO; no torch).
+2. ``--help`` of every CLI as a process (wall clock from spawn to exit), and which heavy
+   modules (torch, timm, a runtime, PyAV) that command imports; e3d-infer and e3d-export
+   from the edge venv, the zoo's commands from this environment.
+3. Exports E3D-S (random weights: speed does not depend on them) with OpenVINO, encodes a
+   ``--seconds`` 640x360 30 fps H.264 video (e3d_eval.bench_pipeline's, 1 Mbit/s), and
+   runs the edge venv's ``e3d-infer VIDEO --artifact FOLDER --mode stream --hop 0.5``:
+   time from spawn to the first printed prediction, and the whole command's wall time,
+   whose ratio to the video's duration is the real-time factor including start-up.
+4. The stages before the first prediction, timed inside one edge-venv process (imports,
+   model compile with and without OpenVINO's compiled-blob cache, first decode,
+   preprocess, inference): cumulative ms since the interpreter started.
+5. Preprocessing alone: ms per 640x360 frame on one core, numpy vs torchvision's uint8
+   kernel (the implementation before this issue), interleaved.
+
+The JSON records the CPU model and flags and the load average around each step: these
+machines are shared, so compare figures from one run, and re-measure on a quiet machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+EDGE_EXTRAS = "openvino,video"
+HEAVY = ("torch", "timm", "torchvision", "openvino", "onnxruntime", "av")
+# console script -> (where it runs, module holding main)
+COMMANDS = {"e3d-infer": ("edge", "e3d_runtime.cli.infer"), "e3d-export": ("edge", "e3d_runtime.cli.export"),
+            "e3d-zoo": ("full", "e3d_zoo.cli.zoo"), "e3d-search": ("full", "e3d_zoo.cli.search"),
+            "e3d-bench": ("full", "e3d_zoo.cli.bench"), "e3d-train": ("full", "e3d_zoo.cli.train")}
+
+
+def cpu_info() -> Dict[str, Any]:
+    """CPU model and the SIMD flags that decide inference speed."""
+    info: Dict[str, Any] = {"machine": platform.machine(), "cpu_count": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and "model" not in info:
+            info["model"] = value.strip()
+        if key.strip() == "flags" and "flags" not in info:
+            have = set(value.split())
+            info["flags"] = sorted(f for f in have if f.startswith(("avx", "amx", "fma", "sse4")))
+    return info
+
+
+def _median_ms(samples: Sequence[float]) -> float:
+    return round(1000.0 * statistics.median(samples), 1)
+
+
+def build_edge_venv(where: Path) -> Dict[str, Any]:
+    """A fresh venv with e3d-runtime[openvino,video] from pip's cache; its size and times."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    if where.exists():
+        shutil.rmtree(where)
+    t0 = time.perf_counter()
+    venv.EnvBuilder(with_pip=True).create(where)
+    t_venv = time.perf_counter() - t0
+    pins = where.parent / "edge-pins.txt"
+    lines = []
+    for name in ("numpy", "openvino", "openvino-telemetry", "av", "pillow", "tqdm", "packaging"):
+        try:
+            lines.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pass
+    pins.write_text("\n".join(lines) + "\n")
+    src = shutil.copytree(ROOT / "runtime", where.parent / "e3d-runtime-src", dirs_exist_ok=True,
+                          ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    t0 = time.perf_counter()
+    subprocess.run([str(where / "bin" / "python"), "-m", "pip", "install", "-q", "--no-input",
+                    "--disable-pip-version-check", "-c", str(pins), f"{src}[{EDGE_EXTRAS}]"],
+                   check=True, timeout=900)
+    t_pip = time.perf_counter() - t0
+    du = subprocess.run(["du", "-sk", str(where)], capture_output=True, text=True, check=True)
+    listed = subprocess.run([str(where / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
+                            capture_output=True, text=True, check=True)
+    packages = {d["name"]: d["version"] for d in json.loads(listed.stdout)}
+    return {"extras": EDGE_EXTRAS, "venv_create_s": round(t_venv, 2), "pip_install_s": round(t_pip, 2),
+            "size_mib": round(int(du.stdout.split()[0]) / 1024, 1), "packages": packages,
+            "torch_installed": any(n.lower().startswith(("torch", "nvidia-")) for n in packages)}
+
+
+def help_startup(bins: Dict[str, Path], repeats: int) -> Dict[str, Any]:
+    out = {}
+    for name, (side, module) in COMMANDS.items():
+        exe = bins[side] / name
+        if not exe.exists():
+            continue
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([str(exe), "--help"], stdout=subprocess.DEVNULL, check=True, timeout=120)
+            times.append(time.perf_counter() - t0)
+        probe = (f"import json, sys\nfrom {module} import main\ntry:\n    main(['--help'])\n"
+                 f"except SystemExit:\n    pass\nprint()\n"
+                 f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))))")
+        p = subprocess.run([str(bins[side] / "python"), "-c", probe], capture_output=True, text=True,
+                           check=True, timeout=120)
+        out[name] = {"env": side, "help_median_ms": _median_ms(times), "runs": repeats,
+                     "heavy_modules_imported": json.loads(p.stdout.strip().splitlines()[-1])}
+    return out
+
+
+def preprocess_times(repeats: int) -> Dict[str, Any]:
+    """ms per 640x360 frame -> E3D-S's 160x160 input, one core: the numpy implementation,
+    and torchvision's uint8 kernel (the implementation before 2026-11-29) when installed,
+    interleaved so both see the same load."""
+    import numpy as np
+
+    from e3d_runtime.video.transforms import EvalTransform
+
+    clip = np.random.default_rng(0).integers(0, 256, (13, 360, 640, 3), dtype=np.uint8)
+    tf = EvalTransform(160)
+    runs: Dict[str, Any] = {"numpy": lambda: tf(clip)}
+    try:
+        import torch
+        from torchvision.transforms.v2 import functional as TF
+
+        torch.set_num_threads(1)
+        mean = torch.tensor(tf.mean).view(1, 3, 1, 1)
+        std = torch.tensor(tf.std).view(1, 3, 1, 1)
+
+        def torchvision_uint8():
+            x = TF.resize(torch.from_numpy(clip).permute(0, 3, 1, 2), [160], antialias=True)
+            x = TF.center_crop(x, [160, 160]).float().div_(255).sub_(mean).div_(std)
+            return x.permute(1, 0, 2, 3).contiguous()
+
+        runs["torchvision_uint8"] = torchvision_uint8
+    except ImportError:
+        pass
+    samples: Dict[str, List[float]] = {k: [] for k in runs}
+    for _ in range(max(repeats, 3) * 3):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - t0) / len(clip))
+    return {k: {"ms_per_frame_median": round(1000 * statistics.median(v[1:]), 3), "runs": len(v) - 1}
+            for k, v in samples.items()}
+
+
+# the stages before the first prediction, timed inside one process of the edge venv
+_BREAKDOWN = """
+import json, sys, time
+t0 = time.perf_counter(); marks = {}
+def mark(name): marks[name] = round(1000 * (time.perf_counter() - t0), 1)
+import numpy as np; mark("import_numpy")
+from e3d_runtime.video.pipeline import VideoClassifier; mark("import_pipeline")
+import openvino; mark("import_openvino")
+clf = VideoClassifier.from_artifact(sys.argv[1], backend_options={"cache_dir": sys.argv[3]} if sys.argv[3] else None)
+mark("compile_model")
+from e3d_runtime.video.decode import VideoReader
+reader = VideoReader(sys.argv[2]); mark("import_av_open_video")
+frames, stride, T = [], clf.sampling.frame_stride, clf.sampling.num_frames
+for fr in reader.frames(keep=lambda i, t: i % stride == 0):
+    if fr.image is not None:
+        frames.append(fr.image)
+    if len(frames) == T:
+        break
+mark("decode_first_window")
+x = clf.transform(np.stack(frames)); mark("preprocess_first_window")
+clf.predict(x[None]); mark("infer_first_window")
+print(json.dumps(marks))
+"""
+
+
+def first_prediction_breakdown(python: Path, folder: Path, video: Path, repeats: int,
+                               cache_dir: str = "") -> Dict[str, Any]:
+    """Cumulative ms since interpreter start at each stage (median per stage)."""
+    runs = []
+    for _ in range(repeats):
+        p = subprocess.run([str(python), "-c", _BREAKDOWN, str(folder), str(video), cache_dir],
+                           capture_output=True, text=True, check=True, timeout=300)
+        runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def stream_runs(exe: Path, video: Path, folder: Path, seconds: float, repeats: int,
+                extra: Sequence[str] = ()) -> Dict[str, Any]:
+    """Spawn-to-first-prediction and whole-command wall time of e3d-infer in stream mode."""
+    first, total = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([str(exe), str(video), "--artifact", str(folder), "--mode", "stream",
+                                 "--hop", "0.5", "--no-progress", *extra],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        first.append(time.perf_counter() - t0)
+        rest = proc.stdout.read()
+        if proc.wait() != 0 or not line:
+            raise RuntimeError(f"e3d-infer failed: {line}{rest[-500:]}")
+        total.append(time.perf_counter() - t0)
+        windows = 1 + rest.count("\n")
+    wall = statistics.median(total)
+    return {"first_prediction_median_ms": _median_ms(first), "first_prediction_all_ms": [round(1000 * t, 1) for t in first],
+            "wall_median_s": round(wall, 3), "wall_all_s": [round(t, 3) for t in total],
+            "windows": windows, "rtf_including_startup": round(seconds / wall, 2), "runs": repeats,
+            "extra_args": list(extra)}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m e3d_eval.bench_edge", description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--seconds", type=float, default=60.0, help="video length (640x360, 30 fps)")
+    p.add_argument("--workdir", help="keep the venv, export and video here (default: a temp dir)")
+    p.add_argument("--model", default="e3d_s")
+    args = p.parse_args(argv)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="e3d-edge-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    result: Dict[str, Any] = {"cpu": cpu_info(), "python": platform.python_version(),
+                              "load_avg_1min_start": round(os.getloadavg()[0], 2)}
+    print("building the edge venv ...", file=sys.stderr)
+    result["install"] = build_edge_venv(work / "edge-venv")
+    bins = {"edge": work / "edge-venv" / "bin", "full": Path(sys.executable).parent}
+    result["preprocess"] = preprocess_times(args.repeats)
+    print("timing --help ...", file=sys.stderr)
+    result["help"] = help_startup(bins, args.repeats)
+
+    from e3d_eval.bench_pipeline import make_video
+    from e3d_export import export
+
+    folder = work / f"{args.model}_openvino"
+    if not (folder / "manifest.json").is_file():
+        print(f"exporting {args.model} ...", file=sys.stderr)
+        export(args.model, folder, openvino=True)
+    video = make_video(work / f"video_{int(args.seconds)}s_640x360_30fps_1M.mp4", args.seconds,
+                       bitrate="1M")
+    print("first prediction, by stage ...", file=sys.stderr)
+    edge_python = bins["edge"] / "python"
+    cache = work / "ov-cache"
+    result["first_prediction_stages_ms"] = {
+        "compile": first_prediction_breakdown(edge_python, folder, video, args.repeats),
+        "compiled_blob_cached": first_prediction_breakdown(edge_python, folder, video, args.repeats,
+                                                           str(cache))}
+    print("streaming ...", file=sys.stderr)
+    result["stream"] = stream_runs(bins["edge"] / "e3d-infer", video, folder, args.seconds, args.repeats)
+    result["video"] = {"seconds": args.seconds, "size": [640, 360], "fps": 30, "bitrate_cap": "1M",
+                       "mbit_per_s": round(video.stat().st_size * 8 / args.seconds / 1e6, 2)}
+    result["model"] = args.model
+    result["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        from e3d_runtime.atomic import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
