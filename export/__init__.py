@@ -4,9 +4,11 @@
     export_onnx(model, "e3d_s.onnx", frames=13, size=160)
     manifest = export("e3d_s", "exports/e3d_s", openvino=True, lower_2d=True)
 
-Names are imported on first use (PEP 562), so ``import e3d_export.reverify`` and
-``e3d_export.criteria`` work without torch on an edge box; runtimes (onnxruntime,
-openvino, tensorrt, nncf) are imported only by the functions that need them.
+Names are imported on first use (PEP 562), so ``e3d-export --help`` does not load
+torch; runtimes (onnxruntime, openvino, tensorrt, nncf) are imported only by the
+functions that need them. The torch-free verification core lives in the edge install:
+``e3d_export.criteria`` and ``e3d_export.reverify`` are :mod:`e3d_runtime.criteria` and
+:mod:`e3d_runtime.reverify` under their old names (the same module objects).
 """
 from __future__ import annotations
 

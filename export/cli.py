@@ -64,12 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.verify:
-        return _verify(args)
-    if args.check:  # the edge install's command (e3d_runtime.verify), one implementation
-        from e3d_runtime.verify import check_command
+    if args.check or args.verify:  # the edge install's commands (e3d_runtime.verify), one implementation
+        from e3d_runtime.verify import check_command, verify_command
 
-        return check_command(args.check, as_json=args.json)
+        if args.check:
+            return check_command(args.check, as_json=args.json)
+        return verify_command(args.verify, threads=args.threads, source_check=not args.no_source_check,
+                              as_json=args.json)
     if not args.source:
         raise ConfigError("e3d-export: a source (model name, arch JSON or checkpoint) is required")
     if not args.out:
@@ -106,50 +107,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     for name, lat in (manifest.get("latency") or {}).items():
         print(f"  latency  {name:14s} median {lat['median_ms']:.1f} ms over {lat['runs']} runs "
               f"({lat['threads'] or 'default'} threads)")
-    return 0
-
-
-def _source_check(folder: str) -> dict:
-    """Re-create the recorded source and compare it with the stored reference (needs torch)."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return {"status": "skipped", "reason": "torch is not installed here"}
-    from .manifest import load_manifest
-    from .reverify import load_reference
-    from .source import check_source
-
-    manifest = load_manifest(folder)
-    clips, logits = load_reference(folder, manifest)
-    return check_source(folder, manifest, clips, logits)
-
-
-def _verify(args) -> int:
-    from .reverify import failure_line, verify_folder
-
-    report = verify_folder(args.verify, threads=args.threads)
-    checks = report["checks"]
-    checks["source"] = ({"status": "skipped", "reason": "--no-source-check"} if args.no_source_check
-                        else _source_check(args.verify))
-    report["ok"] = report["ok"] and checks["source"]["status"] != "failed"
-    if args.json:
-        print_json(report)
-    else:
-        files = checks["files"]
-        print(f"{args.verify}: files {files['status']}"
-              + (f" ({'; '.join(files['problems'])})" if files["problems"] else " (match manifest.json)")
-              + f"; reference {checks['reference']['file']}: {checks['reference']['clips']} clips "
-              + "x".join(str(d) for d in checks["reference"]["clip_shape"]))
-        for r in checks["artifacts"]:
-            what = r.get("summary") or r.get("reason") or "; ".join(r.get("failed", []))
-            print(f"  {r['status']:8s} {str(r['file']):22s} {str(r.get('backend')):12s} "
-                  f"{str(r.get('precision')):13s} {what}")
-        src = checks["source"]
-        print(f"  source   {src['status']}: {src.get('how') or src.get('reason')}"
-              + (f" ({src['summary']})" if src.get("summary") else ""))
-    if not report["ok"]:
-        print(f"e3d-export: error: {failure_line(report)}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -16,14 +16,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import torch.nn as nn
 
+from e3d_runtime.criteria import CRITERIA, Criteria, check_reference, criteria_for
+from e3d_runtime.reverify import save_reference
 from e3d_zoo.atomic import atomic_dir
 from e3d_zoo.errors import ExportError
 
-from .criteria import CRITERIA, Criteria, check_reference, criteria_for
 from .manifest import build_manifest, write_manifest
 from .source import load_source
 from .verify import judge, random_clips, reference_logits, verify_backend
-from .reverify import save_reference
 
 # the lowered graph must equal the 3D one to float rounding, tighter than any runtime
 LOWERING_CRITERIA = replace(CRITERIA["fp32"], precision="fp32", max_rel_err=5e-5)
@@ -177,7 +177,7 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
 
     Every artifact is verified on its runtime against PyTorch on the same clips
     (``n_clips`` seeded random clips plus ``extra_clips``, e.g. a decoded video clip) by
-    the criteria of its precision (:data:`.criteria.CRITERIA`, overridable per precision
+    the criteria of its precision (:data:`e3d_runtime.criteria.CRITERIA`, overridable per precision
     with ``criteria``). Reference logits that cannot reveal a wrong artifact are refused.
     Any failure raises VerificationError and leaves ``out_dir`` untouched. ``fp16`` adds
     an fp16 ONNX and OpenVINO fp16 weights; ``int8`` two Q/DQ ONNX (ORT's CPU form and

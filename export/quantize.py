@@ -9,7 +9,7 @@
   ORT writes otherwise). ORT runs that file too, but as float convs between Q/DQ pairs.
 * OpenVINO: NNCF's ``nncf.quantize`` on the converted model (``[openvino]`` extra).
 
-Reduced precision is judged by the INT8 criteria of :mod:`.criteria`.
+Reduced precision is judged by the INT8 criteria of :mod:`e3d_runtime.criteria`.
 """
 from __future__ import annotations
 

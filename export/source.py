@@ -204,7 +204,7 @@ def check_source(folder: str | os.PathLike, manifest: Mapping[str, Any], clips: 
     the source cannot be re-created here. Judged by the fp32 criteria, like an fp32
     artifact: PyTorch on another machine may round differently, never by more.
     """
-    from .criteria import compare, criteria_for, summarize
+    from e3d_runtime.criteria import compare, criteria_for, summarize
     from .verify import reference_logits
 
     model, how = rebuild_source(manifest.get("source") or {}, base=Path(folder))

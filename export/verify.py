@@ -2,9 +2,9 @@
 
 Both sides get the same clips (seeded random clips, plus any real decoded clips the
 caller passes) and the artifact's logits are judged by the :class:`Criteria` of its
-precision (:mod:`.criteria`: relative error, cosine similarity, top-1 and top-k
+precision (:mod:`e3d_runtime.criteria`: relative error, cosine similarity, top-1 and top-k
 agreement, all scaled to the reference logits). Verification refuses reference logits
-that cannot reveal a wrong artifact (:func:`.criteria.check_reference`).
+that cannot reveal a wrong artifact (:func:`e3d_runtime.criteria.check_reference`).
 """
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from e3d_runtime.criteria import Agreement, Criteria, check_reference, compare, criteria_for, summarize
 from e3d_zoo.errors import ExportError, VerificationError
-
-from .criteria import Agreement, Criteria, check_reference, compare, criteria_for, summarize
 
 
 @dataclass

@@ -1,27 +1,30 @@
 """``e3d-export --check FOLDER`` and ``--verify FOLDER`` on the box that runs the folder.
 
-Neither needs torch, so both work in the edge install (``e3d-runtime``):
+The one implementation of both commands, whichever install runs them (the edge install's
+``e3d-export`` dispatches here; the full install's ``e3d_export.cli`` calls the same
+functions). Neither needs torch:
 
 * ``--check``: re-hash every file against ``manifest.json`` (a partial copy or a changed
   file is named).
-* ``--verify``: ``--check``, then re-run the folder's numerical verification with this
-  machine's runtimes: the reference inputs and PyTorch outputs stored in the folder at
-  export time go through each artifact an installed runtime can run, and the outputs
-  must agree within the tolerances the manifest records.
-
-The verification core (reference data in the folder, comparison per artifact) comes
-with the deployment-trust work (issue 13) and is merged here by the lead; until then
-``--verify`` checks the folder, lists what it would run, and stops with a clear error.
+* ``--verify``: the hashes, the reference data's sha256, then every artifact on this
+  machine's runtimes against the reference clips and PyTorch logits stored in the folder,
+  judged by the criteria the manifest records (:mod:`e3d_runtime.reverify`). When torch
+  and e3d-zoo are installed too, the recorded source model is re-created and compared
+  with the stored logits (``e3d_export.source.check_source``); otherwise that check is
+  reported as skipped, with the reason.
 """
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+import importlib.util
+import sys
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from .cli._common import add_json_flag, print_json, run_cli
-from .errors import ConfigError, VerificationError
-from .manifest import FORMAT_BACKENDS, check_manifest
+from .cli._common import EXIT_ERROR, add_json_flag, print_json, run_cli
+from .manifest import check_manifest
+
+if TYPE_CHECKING:
+    from .reverify import SourceCheck
 
 PROG = "e3d-export"
 
@@ -33,45 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     task = p.add_mutually_exclusive_group(required=True)
     task.add_argument("--check", metavar="FOLDER", help="verify FOLDER's files against its manifest")
     task.add_argument("--verify", metavar="FOLDER",
-                      help="--check, then re-run the folder's numerical verification on this "
-                           "machine's runtimes (no torch needed)")
+                      help="--check, then re-run every artifact in FOLDER on this machine's runtimes "
+                           "against the reference inputs/outputs stored there (no torch needed), and "
+                           "against the recorded source when torch and the source are here")
     p.add_argument("--backend", action="append", default=None,
-                   help="--verify: only this runtime (repeatable; default: every installed one)")
+                   help="--verify: only artifacts for this runtime (repeatable; default: all)")
     p.add_argument("--threads", type=int, help="--verify: runtime threads")
+    p.add_argument("--no-source-check", action="store_true",
+                   help="--verify: do not re-create the recorded source model")
     add_json_flag(p)
     return p
-
-
-def runnable_artifacts(folder: str | Path, manifest: Dict[str, Any],
-                       backends: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
-    """The folder's artifacts that ``backends`` (default: every installed runtime) can run:
-    ``{"name", "backend", "file", "precision"}`` each, in manifest order."""
-    from .backends.base import canonical_backend_name
-    from .video.pipeline import installed_runtimes
-
-    wanted = [canonical_backend_name(b) for b in backends] if backends else installed_runtimes()
-    out = []
-    for name, entry in (manifest.get("artifacts") or {}).items():
-        backend = FORMAT_BACKENDS.get(str(entry.get("format")))
-        if backend in wanted:
-            out.append({"name": name, "backend": backend, "file": str(Path(folder) / entry["file"]),
-                        "precision": entry.get("precision")})
-    return out
-
-
-def verify_folder(folder: str | Path, *, backends: Optional[Sequence[str]] = None,
-                  threads: Optional[int] = None) -> Dict[str, Any]:
-    """Check ``folder`` and re-run its verification here; raises VerificationError on a
-    disagreement. Returns ``{"folder", "files", "results"}``."""
-    manifest = check_manifest(folder)
-    todo = runnable_artifacts(folder, manifest, backends)
-    if not todo:
-        raise ConfigError(f"{folder}: none of its artifacts runs on this machine's runtimes "
-                          f"({', '.join(backends or []) or 'none installed'})")
-    raise VerificationError(
-        f"{folder}: --verify: the verification core is not merged into e3d-runtime yet (it would "
-        f"run {', '.join(a['name'] + ' on ' + a['backend'] for a in todo)}); "
-        f"--check {folder} re-hashes the folder")
 
 
 def check_command(folder: str, *, as_json: bool = False) -> int:
@@ -84,14 +58,73 @@ def check_command(folder: str, *, as_json: bool = False) -> int:
     return 0
 
 
+def source_checker(skip: bool = False) -> Tuple[Optional["SourceCheck"], Optional[str]]:
+    """(``e3d_export.source.check_source``, None) when torch and e3d-zoo are installed,
+    else (None, why the source check will not run)."""
+    if skip:
+        return None, "--no-source-check"
+    missing = [name for name, module in (("torch", "torch"), ("e3d-zoo", "e3d_export"))
+               if not _installed(module)]
+    if missing:
+        return None, (f"{' and '.join(missing)} not installed here (re-creating the recorded "
+                      "source model needs them)")
+    from e3d_export.source import check_source
+
+    return check_source, None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or deliberately blocked package
+        return False
+
+
+def verify_command(folder: str, *, backends: Optional[Sequence[str]] = None,
+                   threads: Optional[int] = None, source_check: bool = True,
+                   as_json: bool = False) -> int:
+    """``e3d-export --verify FOLDER``: every check that can run here, one line per check;
+    on any failure one error line naming each failed file and criterion, exit code 2."""
+    from .reverify import failure_line, verify_folder
+
+    check_source, why_not = source_checker(skip=not source_check)
+    report = verify_folder(folder, threads=threads, backends=backends, check_source=check_source)
+    if check_source is None:
+        report["checks"]["source"] = {"status": "skipped", "reason": why_not}
+    if as_json:
+        print_json(report)
+    else:
+        print(describe(report))
+    if not report["ok"]:
+        print(f"{PROG}: error: {failure_line(report)}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def describe(report: Mapping[str, Any]) -> str:
+    """The text form of a :func:`~e3d_runtime.reverify.verify_folder` report: one line per check."""
+    checks: Dict[str, Any] = report["checks"]
+    files, ref = checks["files"], checks["reference"]
+    lines = [f"{report['folder']}: files {files['status']}"
+             + (f" ({'; '.join(files['problems'])})" if files["problems"] else " (match manifest.json)")
+             + f"; reference {ref['file']}: {ref['clips']} clips " + "x".join(str(d) for d in ref["clip_shape"])]
+    for r in checks["artifacts"]:
+        what = r.get("summary") or r.get("reason") or "; ".join(r.get("failed", []))
+        lines.append(f"  {r['status']:8s} {str(r['file']):22s} {str(r.get('backend')):12s} "
+                     f"{str(r.get('precision')):13s} {what}")
+    src = checks.get("source")
+    if src:
+        lines.append(f"  source   {src['status']}: {src.get('how') or src.get('reason')}"
+                     + (f" ({src['summary']})" if src.get("summary") else ""))
+    return "\n".join(lines)
+
+
 def _main(argv: Optional[Sequence[str]]) -> int:
     args = build_parser().parse_args(argv)
     if args.check:
         return check_command(args.check, as_json=args.json)
-    report = verify_folder(args.verify, backends=args.backend, threads=args.threads)
-    if args.json:
-        print_json(report)
-    return 0
+    return verify_command(args.verify, backends=args.backend, threads=args.threads,
+                          source_check=not args.no_source_check, as_json=args.json)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -286,21 +286,19 @@ def test_export_trt_builds_one_verified_engine_per_precision(monkeypatch, tmp_pa
 def test_tensorrt_backend_imports_neither_torch_nor_tensorrt():
     import subprocess
     import textwrap
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[2]
-    code = textwrap.dedent(f"""
-        import importlib.abc, sys, types
+    # the backend lives in the torch-free e3d_runtime (issue 16): import it with torch blocked
+    code = textwrap.dedent("""
+        import importlib.abc, sys
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in ("torch", "timm"):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
-        pkg = types.ModuleType("e3d_zoo"); pkg.__path__ = [{str(repo / 'e3d_zoo')!r}]
-        sys.modules["e3d_zoo"] = pkg
-        import e3d_zoo.runtime.tensorrt_backend as tb
+        import e3d_runtime.backends.tensorrt_backend as tb
         assert "tensorrt" not in sys.modules
         ok, why = tb.TensorRTBackend.availability()
+        assert not any(m.split(".")[0] in ("torch", "timm") for m in sys.modules)
         print(ok, why)
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

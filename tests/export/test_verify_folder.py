@@ -159,28 +159,34 @@ def test_verify_cli_errors_are_one_line(arch_folder, tmp_path, capsys):
 
 
 def test_verify_runs_without_torch(arch_folder):
-    """The core imports no torch/timm: run it with both made unimportable and e3d_zoo's
-    torch-free parts (errors, runtime backends) loaded without e3d_zoo/__init__."""
+    """The --verify command (e3d_runtime.verify) imports no torch/timm: run it with both made
+    unimportable; the source check then says why it was skipped. The old import path
+    e3d_export.reverify is the same module as e3d_runtime.reverify."""
     code = textwrap.dedent(f"""
-        import importlib.abc, sys, types
+        import importlib.abc, io, json, sys
+        from contextlib import redirect_stdout
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in ("torch", "timm", "torchvision"):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
-        pkg = types.ModuleType("e3d_zoo"); pkg.__path__ = [{str(REPO / 'e3d_zoo')!r}]
-        sys.modules["e3d_zoo"] = pkg
-        from e3d_export.reverify import verify_folder
-        report = verify_folder({str(arch_folder)!r}, threads=1)
-        assert report["ok"], report
-        assert not any(m.split(".")[0] in ("torch", "timm") for m in sys.modules)
-        print("verified", [r["status"] for r in report["checks"]["artifacts"]])
+        import e3d_export.reverify, e3d_runtime.reverify
+        assert e3d_export.reverify is e3d_runtime.reverify
+        from e3d_runtime.verify import main
+        out = io.StringIO()
+        with redirect_stdout(out):
+            rc = main(["--verify", {str(arch_folder)!r}, "--threads", "1", "--json"])
+        report = json.loads(out.getvalue())
+        assert rc == 0 and report["ok"], report
+        assert not any(m.split(".")[0] in ("torch", "timm", "e3d_zoo") for m in sys.modules)
+        print("verified", [r["status"] for r in report["checks"]["artifacts"]],
+              report["checks"]["source"]["reason"])
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        cwd=str(REPO), env=env)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "verified ['passed', 'passed']" in r.stdout
+    assert "verified ['passed', 'passed'] torch not installed here" in r.stdout
 
 
 def test_checkpoint_source_is_checked_by_sha256(tmp_path, tiny_arch_file_mod, capsys):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import e3d_runtime
-from e3d_runtime.errors import ConfigError, E3DError, ExportError, VerificationError
+from e3d_runtime.errors import ConfigError, E3DError, ExportError
 from e3d_runtime.manifest import load_manifest, preprocess_cfg, preprocess_section
 
 pytest.importorskip("openvino")
@@ -32,6 +32,12 @@ def test_old_import_paths_are_the_same_modules():
     assert e3d_zoo.runtime.openvino_backend is e3d_runtime.backends.openvino_backend
     assert e3d_zoo.video.pipeline is e3d_runtime.video.pipeline
     assert e3d_zoo.cli._common is e3d_runtime.cli._common
+    import e3d_export.criteria
+    import e3d_export.reverify
+    import e3d_runtime.criteria
+    import e3d_runtime.reverify
+
+    assert e3d_export.criteria is e3d_runtime.criteria and e3d_export.reverify is e3d_runtime.reverify
     # one hierarchy: an error raised by the runtime is caught as the zoo's
     with pytest.raises(e3d_zoo.errors.E3DError):
         raise e3d_runtime.errors.BackendError("x")
@@ -98,13 +104,22 @@ def test_e3d_export_dispatcher_checks_and_verifies_without_exporting(folder, cap
         assert "model.onnx: sha256 differs" in capsys.readouterr().err
     finally:
         (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes()[:-1])
-    # placeholder until issue 13's verification core is merged: a clear E3DError, exit 2
-    from e3d_runtime.verify import verify_folder
-
-    with pytest.raises(VerificationError, match="not merged"):
-        verify_folder(folder)
-    assert main(["--verify", str(folder)]) == 2
-    assert "e3d-export: error:" in capsys.readouterr().err
+    # --verify: the dispatcher runs the one verification command (e3d_runtime.verify)
+    assert main(["--verify", str(folder), "--backend", "onnxruntime", "--threads", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in report["checks"]["artifacts"]}
+    assert report["ok"] and rows["onnx"]["status"] == "passed"
+    assert rows["openvino"]["status"] == "skipped" and "--backend onnxruntime" in rows["openvino"]["reason"]
+    # an nn.Module source cannot be re-created from the manifest: said, not failed
+    assert report["checks"]["source"]["status"] == "skipped"
+    (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes() + b"x")
+    try:
+        assert main(["--verify", str(folder), "--threads", "1"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("e3d-export: error:") and "model.onnx: sha256 differs" in err
+        assert "\n" not in err
+    finally:
+        (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes()[:-1])
 
 
 def test_missing_runtime_names_the_extra_to_install():
