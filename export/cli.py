@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from e3d_runtime.cli._common import add_json_flag, print_json, run_cli
 from e3d_runtime.errors import ConfigError
+from e3d_runtime.verify import add_folder_tasks, run_folder_task
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,26 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", type=int, default=0, metavar="RUNS",
                    help="time each artifact over RUNS runs and record medians in the manifest")
     p.add_argument("--threads", type=int, help="runtime threads for verification/benchmark")
-    p.add_argument("--check", metavar="FOLDER", help="verify FOLDER's files against its manifest and exit")
-    p.add_argument("--verify", metavar="FOLDER",
-                   help="re-verify every artifact in FOLDER on this machine's runtimes against the "
-                        "reference inputs/outputs stored there (and against the recorded source when "
-                        "torch and the source are here), then exit")
-    p.add_argument("--no-source-check", action="store_true",
-                   help="with --verify: do not re-create the recorded source model")
+    add_folder_tasks(p, required=False)  # --check / --verify FOLDER: e3d_runtime.verify's
     add_json_flag(p)
     return p
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.check or args.verify:  # the edge install's commands (e3d_runtime.verify), one implementation
-        from e3d_runtime.verify import check_command, verify_command
-
-        if args.check:
-            return check_command(args.check, as_json=args.json)
-        return verify_command(args.verify, threads=args.threads, source_check=not args.no_source_check,
-                              as_json=args.json)
+    if args.check or args.verify:  # the edge install's commands, one implementation
+        return run_folder_task(args)
     if not args.source:
         raise ConfigError("e3d-export: a source (model name, arch JSON or checkpoint) is required")
     if not args.out:

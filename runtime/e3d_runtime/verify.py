@@ -29,23 +29,37 @@ if TYPE_CHECKING:
 PROG = "e3d-export"
 
 
+def add_folder_tasks(p: argparse.ArgumentParser, *, required: bool) -> None:
+    """``--check`` / ``--verify FOLDER`` and their options (this module's parser and
+    ``e3d_export.cli``'s, which also exports and so has ``--threads`` already)."""
+    task = p.add_mutually_exclusive_group(required=required)
+    task.add_argument("--check", metavar="FOLDER", help="verify FOLDER's files against its manifest and exit")
+    task.add_argument("--verify", metavar="FOLDER",
+                      help="--check, then re-run every artifact in FOLDER on this machine's runtimes "
+                           "against the reference inputs/outputs stored there (no torch needed), and "
+                           "against the recorded source when torch and the source are here; then exit")
+    p.add_argument("--backend", action="append", default=None,
+                   help="--verify: only artifacts for this runtime (repeatable; default: all)")
+    p.add_argument("--no-source-check", action="store_true",
+                   help="--verify: do not re-create the recorded source model")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="check or verify an e3d-export folder with this machine's runtimes "
         "(exporting needs the full install: pip install e3d-zoo)")
-    task = p.add_mutually_exclusive_group(required=True)
-    task.add_argument("--check", metavar="FOLDER", help="verify FOLDER's files against its manifest")
-    task.add_argument("--verify", metavar="FOLDER",
-                      help="--check, then re-run every artifact in FOLDER on this machine's runtimes "
-                           "against the reference inputs/outputs stored there (no torch needed), and "
-                           "against the recorded source when torch and the source are here")
-    p.add_argument("--backend", action="append", default=None,
-                   help="--verify: only artifacts for this runtime (repeatable; default: all)")
+    add_folder_tasks(p, required=True)
     p.add_argument("--threads", type=int, help="--verify: runtime threads")
-    p.add_argument("--no-source-check", action="store_true",
-                   help="--verify: do not re-create the recorded source model")
     add_json_flag(p)
     return p
+
+
+def run_folder_task(args: argparse.Namespace) -> int:
+    """Run the ``--check`` or ``--verify`` that :func:`add_folder_tasks` parsed."""
+    if args.check:
+        return check_command(args.check, as_json=args.json)
+    return verify_command(args.verify, backends=args.backend, threads=args.threads,
+                          source_check=not args.no_source_check, as_json=args.json)
 
 
 def check_command(folder: str, *, as_json: bool = False) -> int:
@@ -120,11 +134,7 @@ def describe(report: Mapping[str, Any]) -> str:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    args = build_parser().parse_args(argv)
-    if args.check:
-        return check_command(args.check, as_json=args.json)
-    return verify_command(args.verify, backends=args.backend, threads=args.threads,
-                          source_check=not args.no_source_check, as_json=args.json)
+    return run_folder_task(build_parser().parse_args(argv))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
