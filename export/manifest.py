@@ -32,9 +32,11 @@ _LIBRARIES = ("torch", "timm", "numpy", "onnx", "onnxruntime", "onnxslim", "open
 def library_versions() -> Dict[str, str]:
     """Versions of the libraries that shaped the artifacts (``None`` when not installed)."""
     out: Dict[str, Any] = {"python": platform.python_version()}
+    import e3d_runtime
     import e3d_zoo
 
     out["e3d_zoo"] = e3d_zoo.__version__
+    out["e3d_runtime"] = e3d_runtime.__version__  # the reader of the folder on the box
     for name in _LIBRARIES:
         try:
             from importlib.metadata import version
