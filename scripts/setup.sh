@@ -21,4 +21,9 @@ echo "setup: installing dependencies into .venv (first run: a few minutes)" >&2
 # torch 2.14.1 + torchvision 0.29.1 are the pair that installs from this machine's disk
 # and imports cleanly together (timm needs torchvision).
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[dev]"
+# Upgrading an older .venv whose e3d-zoo still owned e3d-infer/e3d-export: uninstalling that
+# e3d-zoo removes the scripts e3d-runtime has just written, so write them again.
+if [ ! -x .venv/bin/e3d-infer ] || [ ! -x .venv/bin/e3d-export ]; then
+    .venv/bin/python -m pip install -q --no-deps --force-reinstall -e ./runtime
+fi
 echo "$want" > "$stamp"
