@@ -98,7 +98,8 @@ def environment() -> Dict[str, Any]:
 
     env: Dict[str, Any] = {"python": platform.python_version(), "executable": sys.executable, "cpu": _cpu(),
                            "packages": {n: getattr(importlib.util.find_spec(n), "origin", None)
-                                        for n in ("e3d_zoo", "e3d_export", "e3d_eval", "e3d_runtime")},
+                                        for n in ("e3d_zoo", "e3d_zoo.searched_archs", "e3d_export", "e3d_eval",
+                                                  "e3d_runtime")},
                            "versions": {n: _version(n) for n in ("numpy", "torch", "timm", "onnx", "onnxruntime",
                                                                  "onnxslim", "onnxconverter-common", "tensorrt",
                                                                  "cuda-python", "cuda-bindings")}}

@@ -17,6 +17,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-python3}
 OUT=${1:-gpu_check.json}
 [ $# -gt 0 ] && shift
+case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 SHIM=$(mktemp -d "${TMPDIR:-/tmp}/e3d_gpu_check.XXXXXX")
 trap 'rm -rf "$SHIM"' EXIT
 
@@ -37,6 +38,10 @@ if ! command -v "$PY" >/dev/null 2>&1; then
     echo "gpu_check.sh: error: $PY not found (set PYTHON=/path/to/python3)" >&2
     exit 2
 fi
+# Run from the shim: `python -m` puts the working directory first on sys.path, and from the
+# repo root that is the source folder e3d_zoo/, which lacks the searched_archs it installs with.
+cd "$SHIM" || exit 2
+export PYTHONSAFEPATH=1
 timeout --kill-after=10 480 "$PY" -m e3d_eval.gpu_check --out "$OUT" "$@"
 rc=$?
 if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
