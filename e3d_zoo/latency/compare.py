@@ -1,0 +1,137 @@
+"""Networks measured against a reference network in one interleaved run.
+
+A latency budget is only as good as the measurement that checks it. On a shared
+machine the same network's latency moves by 5-10 % between sessions minutes apart
+(docs/latency.md), so a figure measured now against a number measured earlier says
+as much about the machine as about the network. Here the candidates and a reference
+network (E3D-S, or the network that defined the budget) are exported, loaded and
+timed round-robin in the same rounds: a burst of load from another process slows
+every one of them, and their ratio survives it.
+
+:class:`DeviceMeasurer` is the search's :class:`~e3d_zoo.search.budgets.LatencyMeasurer`
+on this machine's runtimes.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..errors import LatencyTableError
+from ..spec import ArchSpec
+from .profile import Loader, NETWORK_FIELD, interleaved_times, load_average, load_networks, summarize
+from .table import LatencyTable, current_environment, environment_mismatches
+
+#: statistics a whole network can be compared on (per-layer kernel sums are a unit
+#: statistic: whole networks run without counters, in wall-clock time)
+NETWORK_STATISTICS = ("median", "min", "cpu")
+
+
+def _per_round(series: Sequence[float], rounds: int, statistic: str) -> List[float]:
+    n = len(series) // rounds
+    chunks = [series[i * n:(i + 1) * n] for i in range(rounds)]
+    pick = min if statistic == "min" else statistics.median
+    return [pick(c) for c in chunks]
+
+
+def measure_against(reference: ArchSpec, specs: Sequence[ArchSpec], loader: Loader, *,
+                    frames: int, size: int, num_classes: int = 400, rounds: int = 7,
+                    runs_per_round: int = 3, warmup: int = 2, statistic: str = "median",
+                    progress: bool = False) -> Dict[str, Any]:
+    """Time ``reference`` and every spec end to end, interleaved, in one run.
+
+    Each result is :func:`~e3d_zoo.latency.profile.summarize`'s (``ms`` is
+    ``statistic``) plus ``rounds`` and ``round_ms`` (the statistic within each round);
+    each network adds ``ratio`` (its ``ms`` over the reference's) and
+    ``round_ratios`` (the same per round: how steady the ratio was).
+    """
+    if statistic not in NETWORK_STATISTICS:
+        raise LatencyTableError(f"statistic: expected one of {list(NETWORK_STATISTICS)} for whole "
+                                f"networks, found {statistic!r}")
+    if rounds < 1 or runs_per_round < 1:
+        raise LatencyTableError(f"rounds and runs per round: expected >= 1, found {rounds} and "
+                                f"{runs_per_round}")
+    nets = [reference, *specs]
+    units = load_networks(nets, loader, frames=frames, size=size, num_classes=num_classes,
+                          progress=progress)
+    load_before = load_average()
+    cpu: List[List[float]] = []
+    times = interleaved_times(units, rounds=rounds, runs_per_round=runs_per_round, warmup=warmup,
+                              cpu=cpu)
+    stats = []
+    for wall, cpu_ms in zip(times, cpu):
+        s = summarize(wall, statistic, cpu_ms)
+        s["rounds"] = rounds
+        s["round_ms"] = _per_round(cpu_ms if statistic == "cpu" else wall, rounds, statistic)
+        stats.append(s)
+    ref = stats[0]
+    for s in stats[1:]:
+        s["ratio"] = s["ms"] / ref["ms"]
+        s["round_ratios"] = [a / b for a, b in zip(s["round_ms"], ref["round_ms"])]
+    return {"reference": ref, "networks": stats[1:], "statistic": statistic,
+            "rounds": rounds, "runs_per_round": runs_per_round, "warmup": warmup,
+            "interleaved": True, "frames": frames, "size": size, "num_classes": num_classes,
+            "load_before": load_before, "load_after": load_average(),
+            "environment": current_environment(loader.backend, loader.threads)}
+
+
+class DeviceMeasurer:
+    """Measures networks on this machine's ``backend`` with ``threads`` pinned threads.
+
+    ``statistic``: what is compared with the budget: ``median`` wall-clock time (the
+    default: what a user's application waits), ``min`` or ``cpu`` (process CPU time,
+    1 thread only).
+    """
+
+    def __init__(self, backend: str = "openvino", threads: int = 1, *, statistic: str = "median",
+                 rounds: int = 7, runs_per_round: int = 3, warmup: int = 2,
+                 progress: bool = False):
+        if statistic not in NETWORK_STATISTICS:
+            raise LatencyTableError(f"statistic: expected one of {list(NETWORK_STATISTICS)}, "
+                                    f"found {statistic!r}")
+        if statistic == "cpu" and threads != 1:
+            raise LatencyTableError(f"statistic 'cpu' needs 1 thread (CPU time adds up across "
+                                    f"threads); found threads={threads}")
+        self.backend, self.threads, self.statistic = backend, int(threads), statistic
+        self.rounds, self.runs_per_round, self.warmup = rounds, runs_per_round, warmup
+        self.progress = progress
+
+    @classmethod
+    def for_table(cls, table: LatencyTable, **kwargs: Any) -> "DeviceMeasurer":
+        """Measures the way ``table`` predicts: its backend, threads and statistic.
+
+        A table made on another device, runtime version or thread count describes a
+        machine that is not this one: measuring here would check the budget on the
+        wrong device, so that is an error.
+        """
+        here = current_environment(table.backend, table.threads,
+                                   str(table.environment.get("precision", "f32")))
+        bad = environment_mismatches(table.environment, here)
+        if bad:
+            raise LatencyTableError(
+                f"{table.path or 'latency table'}: measured on another device/runtime ("
+                + "; ".join(bad) + "), so its budget cannot be checked on this machine: run the "
+                "search on that device, or skip the measurement (--finalists 0; the result then "
+                "fits the predicted budget only)")
+        own = str(table.settings.get("statistic", "median"))
+        statistic = NETWORK_FIELD[own][:-len("_ms")]
+        return cls(table.backend, table.threads, **{"statistic": statistic, **kwargs})
+
+    def describe(self) -> Dict[str, Any]:
+        return {"backend": self.backend, "threads": self.threads, "statistic": self.statistic,
+                "rounds": self.rounds, "runs_per_round": self.runs_per_round}
+
+    def measure(self, reference: ArchSpec, specs: Sequence[ArchSpec], *, frames: int, size: int,
+                num_classes: int = 400) -> Dict[str, Any]:
+        with Loader(self.backend, self.threads) as loader:
+            return measure_against(reference, specs, loader, frames=frames, size=size,
+                                   num_classes=num_classes, rounds=self.rounds,
+                                   runs_per_round=self.runs_per_round, warmup=self.warmup,
+                                   statistic=self.statistic, progress=self.progress)
+
+
+def device_measurer(predictor: Any, **kwargs: Any) -> Optional[DeviceMeasurer]:
+    """The measurer for a table-backed predictor (None for other predictors)."""
+    table = getattr(predictor, "table", None)
+    if not isinstance(table, LatencyTable):
+        return None
+    return DeviceMeasurer.for_table(table, **kwargs)
