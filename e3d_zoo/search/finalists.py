@@ -121,7 +121,10 @@ class LatencyVerdict:
         text = f"{m.get('ms', float('nan')):.2f} ms"
         if ref:
             text += f" = {m['ratio']:.3f}x {self.reference}'s {ref:.2f} ms in the same run"
-        return text + f" (predicted {f.predicted_ms:.2f} ms)"
+            rr = m.get("round_ratios") or []
+            if len(rr) > 1:  # how steady the ratio was: a verdict inside this range is a close call
+                text += f" (per round {min(rr):.3f}-{max(rr):.3f}x)"
+        return text + f", predicted {f.predicted_ms:.2f} ms"
 
     def describe(self) -> str:
         """The verdict in one line."""
