@@ -1,12 +1,14 @@
 """How close a latency verdict can be: E3D-S measured against itself, run after run.
 
-    python -m e3d_eval.latency_ratio_noise --frames 8 --size 112 --sessions 12 --json out.json
+    python -m e3d_eval.latency_ratio_noise --frames 8 --size 112 --sessions 12 --copies 5
 
-Two separately exported copies of the same network are timed exactly as the search
-times a finalist against its reference (``e3d_zoo.latency.compare.measure_against``:
-interleaved rounds, medians). Their true ratio is 1, so the spread of the measured
-ratios over ``--sessions`` runs is the noise floor of a same-run verdict on this
-machine: a finalist whose ratio lies within it of the budget is a close call.
+The network and ``--copies`` separately exported copies of it are timed exactly as the
+search times its finalists against their reference
+(``e3d_zoo.latency.compare.measure_against``: interleaved rounds, medians; 5 copies =
+the search's 5 finalists). Every true ratio is 1, so the spread of the measured ratios
+is the noise floor of a same-run verdict on this machine (a finalist whose ratio lies
+within it of the budget is a close call), and a copy whose ratios sit away from 1 in
+every session would show a bias of its place in the round.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--sessions", type=int, default=12, help="measuring runs (default 12)")
     ap.add_argument("--rounds", type=int, default=7, help="rounds per run (the search's default 7)")
     ap.add_argument("--runs-per-round", type=int, default=3)
+    ap.add_argument("--copies", type=int, default=1,
+                    help="copies timed against the reference (default 1; the search's 5 finalists: 5)")
     ap.add_argument("--json", metavar="OUT", help="write the results here")
     args = ap.parse_args(argv)
 
@@ -38,28 +42,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from e3d_zoo.zoo import spec_for
 
     spec = spec_for(args.arch).replace(frames=args.frames, size=args.size)
-    twin = spec.replace(name=f"{spec.name}_copy")
+    copies = [spec.replace(name=f"{spec.name}_copy{i + 1}") for i in range(args.copies)]
     ratios: List[float] = []
+    by_copy: List[List[float]] = [[] for _ in copies]
     sessions: List[Dict[str, Any]] = []
     with Loader("openvino", args.threads) as loader:
         for i in range(args.sessions):
-            res = measure_against(spec, [twin], loader, frames=args.frames, size=args.size,
+            res = measure_against(spec, copies, loader, frames=args.frames, size=args.size,
                                   rounds=args.rounds, runs_per_round=args.runs_per_round)
-            net = res["networks"][0]
-            ratios.append(net["ratio"])
-            sessions.append({"ratio": net["ratio"], "reference_ms": res["reference"]["ms"],
-                             "copy_ms": net["ms"], "round_ratios": net["round_ratios"],
+            nets = res["networks"]
+            for j, net in enumerate(nets):
+                ratios.append(net["ratio"])
+                by_copy[j].append(net["ratio"])
+            sessions.append({"ratios": [n["ratio"] for n in nets],
+                             "reference_ms": res["reference"]["ms"],
+                             "copy_ms": [n["ms"] for n in nets],
+                             "round_ratios": [n["round_ratios"] for n in nets],
                              "load_before": res["load_before"], "load_after": res["load_after"]})
-            print(f"[{i + 1}/{args.sessions}] ratio {net['ratio']:.4f}  ({res['reference']['ms']:.2f} "
-                  f"vs {net['ms']:.2f} ms, load {res['load_after']})", file=sys.stderr, flush=True)
+            print(f"[{i + 1}/{args.sessions}] ratios "
+                  + " ".join(f"{n['ratio']:.4f}" for n in nets)
+                  + f"  (reference {res['reference']['ms']:.2f} ms, load {res['load_after']})",
+                  file=sys.stderr, flush=True)
     dev = np.abs(np.asarray(ratios) - 1.0)
     out = {"arch": args.arch, "frames": args.frames, "size": args.size, "threads": args.threads,
-           "rounds": args.rounds, "runs_per_round": args.runs_per_round,
+           "rounds": args.rounds, "runs_per_round": args.runs_per_round, "copies": args.copies,
            "environment": res["environment"], "load_average_start": sessions[0]["load_before"],
            "load_average_end": load_average(),
            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
            "ratio_max": max(ratios), "abs_deviation_median_pct": float(np.median(dev) * 100),
            "abs_deviation_p90_pct": float(np.percentile(dev, 90) * 100),
+           "ratio_median_by_copy": [statistics.median(r) for r in by_copy],
            "reference_ms_min": min(s["reference_ms"] for s in sessions),
            "reference_ms_max": max(s["reference_ms"] for s in sessions),
            "sessions": sessions}

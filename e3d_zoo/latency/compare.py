@@ -13,6 +13,7 @@ on this machine's runtimes.
 """
 from __future__ import annotations
 
+import random
 import statistics
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -39,7 +40,8 @@ def measure_against(reference: ArchSpec, specs: Sequence[ArchSpec], loader: Load
                     progress: bool = False) -> Dict[str, Any]:
     """Time ``reference`` and every spec end to end, interleaved, in one run.
 
-    Each result is :func:`~e3d_zoo.latency.profile.summarize`'s (``ms`` is
+    The networks are visited in a new random order every round (see
+    ``interleaved_times``). Each result is :func:`~e3d_zoo.latency.profile.summarize`'s (``ms`` is
     ``statistic``) plus ``rounds`` and ``round_ms`` (the statistic within each round);
     each network adds ``ratio`` (its ``ms`` over the reference's) and
     ``round_ratios`` (the same per round: how steady the ratio was).
@@ -55,8 +57,9 @@ def measure_against(reference: ArchSpec, specs: Sequence[ArchSpec], loader: Load
                           progress=progress)
     load_before = load_average()
     cpu: List[List[float]] = []
+    # a fresh random order every round (seeded: the same run repeats the same orders)
     times = interleaved_times(units, rounds=rounds, runs_per_round=runs_per_round, warmup=warmup,
-                              cpu=cpu)
+                              cpu=cpu, shuffle=random.Random(0))
     stats = []
     for wall, cpu_ms in zip(times, cpu):
         s = summarize(wall, statistic, cpu_ms)
@@ -69,7 +72,7 @@ def measure_against(reference: ArchSpec, specs: Sequence[ArchSpec], loader: Load
         s["round_ratios"] = [a / b for a, b in zip(s["round_ms"], ref["round_ms"])]
     return {"reference": ref, "networks": stats[1:], "statistic": statistic,
             "rounds": rounds, "runs_per_round": runs_per_round, "warmup": warmup,
-            "interleaved": True, "frames": frames, "size": size, "num_classes": num_classes,
+            "interleaved": True, "order": "shuffled every round", "frames": frames, "size": size, "num_classes": num_classes,
             "load_before": load_before, "load_after": load_average(),
             "environment": current_environment(loader.backend, loader.threads)}
 

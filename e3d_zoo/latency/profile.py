@@ -198,12 +198,16 @@ def _input_for(backend, shape: Sequence[int]) -> np.ndarray:
 def interleaved_times(units: Sequence[tuple[Any, np.ndarray]], *, rounds: int = 5,
                       runs_per_round: int = 3, warmup: int = 2,
                       cpu: Optional[List[List[float]]] = None,
-                      kernel: Optional[List[List[float]]] = None) -> List[List[float]]:
+                      kernel: Optional[List[List[float]]] = None,
+                      shuffle: Optional[random.Random] = None) -> List[List[float]]:
     """Wall-clock ms of every run of every unit, timed round-robin.
 
     ``cpu``: a list that receives, per unit, the process CPU time of each run (ms).
     ``kernel``: receives, per unit, each run's summed layer times (ms) for backends
     loaded with per-layer counters on, an empty list for the others.
+    ``shuffle``: visit the units in a new random order every round. A fixed order can
+    alias with a periodic load (another process's own benchmark loop) and put one unit
+    in the busy slot round after round; results stay in ``units`` order either way.
     """
     for backend, x in units:
         for _ in range(warmup):
@@ -212,8 +216,12 @@ def interleaved_times(units: Sequence[tuple[Any, np.ndarray]], *, rounds: int = 
     cpu_times: List[List[float]] = [[] for _ in units]
     kernel_times: List[List[float]] = [[] for _ in units]
     profiled = [bool(getattr(backend, "profile", False)) for backend, _ in units]
+    order = list(range(len(units)))
     for _ in range(rounds):
-        for i, (backend, x) in enumerate(units):
+        if shuffle is not None:
+            shuffle.shuffle(order)
+        for i in order:
+            backend, x = units[i]
             for _ in range(runs_per_round):
                 c0 = time.process_time()
                 t0 = time.perf_counter()
