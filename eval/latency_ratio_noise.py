@@ -29,6 +29,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--sessions", type=int, default=12, help="measuring runs (default 12)")
     ap.add_argument("--rounds", type=int, default=7, help="rounds per run (the search's default 7)")
     ap.add_argument("--runs-per-round", type=int, default=3)
+    ap.add_argument("--reference-instances", type=int, default=3,
+                    help="compiled instances the reference counts as the median of (the search's 3)")
     ap.add_argument("--copies", type=int, default=1,
                     help="copies timed against the reference (default 1; the search's 5 finalists: 5)")
     ap.add_argument("--json", metavar="OUT", help="write the results here")
@@ -49,13 +51,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with Loader("openvino", args.threads) as loader:
         for i in range(args.sessions):
             res = measure_against(spec, copies, loader, frames=args.frames, size=args.size,
-                                  rounds=args.rounds, runs_per_round=args.runs_per_round)
+                                  rounds=args.rounds, runs_per_round=args.runs_per_round,
+                                  reference_instances=args.reference_instances)
             nets = res["networks"]
             for j, net in enumerate(nets):
                 ratios.append(net["ratio"])
                 by_copy[j].append(net["ratio"])
             sessions.append({"ratios": [n["ratio"] for n in nets],
                              "reference_ms": res["reference"]["ms"],
+                             "reference_instance_ms": res["reference"]["instance_ms"],
                              "copy_ms": [n["ms"] for n in nets],
                              "round_ratios": [n["round_ratios"] for n in nets],
                              "load_before": res["load_before"], "load_after": res["load_after"]})
@@ -66,6 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dev = np.abs(np.asarray(ratios) - 1.0)
     out = {"arch": args.arch, "frames": args.frames, "size": args.size, "threads": args.threads,
            "rounds": args.rounds, "runs_per_round": args.runs_per_round, "copies": args.copies,
+           "reference_instances": args.reference_instances,
            "environment": res["environment"], "load_average_start": sessions[0]["load_before"],
            "load_average_end": load_average(),
            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),

@@ -8,6 +8,13 @@ network (E3D-S, or the network that defined the budget) are exported, loaded and
 timed round-robin in the same rounds: a burst of load from another process slows
 every one of them, and their ratio survives it.
 
+The reference is the yardstick of every verdict in the run, so it is loaded as several
+instances (``reference_instances``, default 3) and its figure is their median. On this
+project's shared machine one compiled instance of a network ran up to 21 % faster than
+five identical instances in the same rounds, for the whole run (memory placement, not
+load: the five agreed within 1 %; ``docs/latency/budget/ratio_noise_8x112_single_ref.json``,
+session 10); with one instance of the reference that error would hit every finalist at once.
+
 :class:`DeviceMeasurer` is the search's :class:`~e3d_zoo.search.budgets.LatencyMeasurer`
 on this machine's runtimes.
 """
@@ -34,25 +41,37 @@ def _per_round(series: Sequence[float], rounds: int, statistic: str) -> List[flo
     return [pick(c) for c in chunks]
 
 
+def _network_stats(wall: List[float], cpu_ms: List[float], statistic: str,
+                   rounds: int) -> Dict[str, Any]:
+    s = summarize(wall, statistic, cpu_ms)
+    s["rounds"] = rounds
+    s["round_ms"] = _per_round(cpu_ms if statistic == "cpu" else wall, rounds, statistic)
+    return s
+
+
 def measure_against(reference: ArchSpec, specs: Sequence[ArchSpec], loader: Loader, *,
                     frames: int, size: int, num_classes: int = 400, rounds: int = 7,
                     runs_per_round: int = 3, warmup: int = 2, statistic: str = "median",
-                    progress: bool = False) -> Dict[str, Any]:
+                    reference_instances: int = 3, progress: bool = False) -> Dict[str, Any]:
     """Time ``reference`` and every spec end to end, interleaved, in one run.
 
     The networks are visited in a new random order every round (see
     ``interleaved_times``). Each result is :func:`~e3d_zoo.latency.profile.summarize`'s (``ms`` is
     ``statistic``) plus ``rounds`` and ``round_ms`` (the statistic within each round);
     each network adds ``ratio`` (its ``ms`` over the reference's) and
-    ``round_ratios`` (the same per round: how steady the ratio was).
+    ``round_ratios`` (the same per round: how steady the ratio was). The reference's
+    ``ms`` and ``round_ms`` are the medians over its ``reference_instances`` instances
+    (each exported and compiled separately; ``instance_ms`` lists them); its other
+    statistics pool their runs.
     """
     if statistic not in NETWORK_STATISTICS:
         raise LatencyTableError(f"statistic: expected one of {list(NETWORK_STATISTICS)} for whole "
                                 f"networks, found {statistic!r}")
-    if rounds < 1 or runs_per_round < 1:
-        raise LatencyTableError(f"rounds and runs per round: expected >= 1, found {rounds} and "
-                                f"{runs_per_round}")
-    nets = [reference, *specs]
+    if rounds < 1 or runs_per_round < 1 or reference_instances < 1:
+        raise LatencyTableError(f"rounds, runs per round and reference instances: expected >= 1, "
+                                f"found {rounds}, {runs_per_round} and {reference_instances}")
+    k = reference_instances
+    nets = [reference] * k + list(specs)
     units = load_networks(nets, loader, frames=frames, size=size, num_classes=num_classes,
                           progress=progress)
     load_before = load_average()
@@ -60,18 +79,21 @@ def measure_against(reference: ArchSpec, specs: Sequence[ArchSpec], loader: Load
     # a fresh random order every round (seeded: the same run repeats the same orders)
     times = interleaved_times(units, rounds=rounds, runs_per_round=runs_per_round, warmup=warmup,
                               cpu=cpu, shuffle=random.Random(0))
-    stats = []
-    for wall, cpu_ms in zip(times, cpu):
-        s = summarize(wall, statistic, cpu_ms)
-        s["rounds"] = rounds
-        s["round_ms"] = _per_round(cpu_ms if statistic == "cpu" else wall, rounds, statistic)
-        stats.append(s)
-    ref = stats[0]
-    for s in stats[1:]:
+    stats = [_network_stats(wall, cpu_ms, statistic, rounds) for wall, cpu_ms in zip(times, cpu)]
+    ref = summarize([t for ts in times[:k] for t in ts], statistic, [c for cs in cpu[:k] for c in cs])
+    ref["rounds"] = rounds
+    ref["instances"] = k
+    ref["instance_ms"] = [s["ms"] for s in stats[:k]]
+    ref["ms"] = ref[f"{statistic}_ms"] = statistics.median(ref["instance_ms"])
+    ref["round_ms"] = [statistics.median(s["round_ms"][r] for s in stats[:k])
+                       for r in range(rounds)]
+    nets_stats = stats[k:]
+    for s in nets_stats:
         s["ratio"] = s["ms"] / ref["ms"]
         s["round_ratios"] = [a / b for a, b in zip(s["round_ms"], ref["round_ms"])]
-    return {"reference": ref, "networks": stats[1:], "statistic": statistic,
+    return {"reference": ref, "networks": nets_stats, "statistic": statistic,
             "rounds": rounds, "runs_per_round": runs_per_round, "warmup": warmup,
+            "reference_instances": k,
             "interleaved": True, "order": "shuffled every round", "frames": frames, "size": size, "num_classes": num_classes,
             "load_before": load_before, "load_after": load_average(),
             "environment": current_environment(loader.backend, loader.threads)}
@@ -87,7 +109,7 @@ class DeviceMeasurer:
 
     def __init__(self, backend: str = "openvino", threads: int = 1, *, statistic: str = "median",
                  rounds: int = 7, runs_per_round: int = 3, warmup: int = 2,
-                 progress: bool = False):
+                 reference_instances: int = 3, progress: bool = False):
         if statistic not in NETWORK_STATISTICS:
             raise LatencyTableError(f"statistic: expected one of {list(NETWORK_STATISTICS)}, "
                                     f"found {statistic!r}")
@@ -96,6 +118,7 @@ class DeviceMeasurer:
                                     f"threads); found threads={threads}")
         self.backend, self.threads, self.statistic = backend, int(threads), statistic
         self.rounds, self.runs_per_round, self.warmup = rounds, runs_per_round, warmup
+        self.reference_instances = reference_instances
         self.progress = progress
 
     @classmethod
@@ -121,7 +144,8 @@ class DeviceMeasurer:
 
     def describe(self) -> Dict[str, Any]:
         return {"backend": self.backend, "threads": self.threads, "statistic": self.statistic,
-                "rounds": self.rounds, "runs_per_round": self.runs_per_round}
+                "rounds": self.rounds, "runs_per_round": self.runs_per_round,
+                "reference_instances": self.reference_instances}
 
     def measure(self, reference: ArchSpec, specs: Sequence[ArchSpec], *, frames: int, size: int,
                 num_classes: int = 400) -> Dict[str, Any]:
@@ -129,7 +153,9 @@ class DeviceMeasurer:
             return measure_against(reference, specs, loader, frames=frames, size=size,
                                    num_classes=num_classes, rounds=self.rounds,
                                    runs_per_round=self.runs_per_round, warmup=self.warmup,
-                                   statistic=self.statistic, progress=self.progress)
+                                   statistic=self.statistic,
+                                   reference_instances=self.reference_instances,
+                                   progress=self.progress)
 
 
 def device_measurer(predictor: Any, **kwargs: Any) -> Optional[DeviceMeasurer]:

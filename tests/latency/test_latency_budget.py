@@ -56,9 +56,11 @@ def test_measure_against_times_the_reference_in_the_same_rounds():
     ref, small = make_tiny_spec(T, 48), make_tiny_spec(T, 32)
     with Loader("openvino", 1) as loader:
         res = measure_against(ref, [small], loader, frames=T, size=48, num_classes=5, rounds=3,
-                              runs_per_round=2)
+                              runs_per_round=2, reference_instances=3)
     r, (n,) = res["reference"], res["networks"]
-    assert r["runs"] == n["runs"] == 6 and len(r["round_ms"]) == len(n["round_ms"]) == 3
+    # the reference: three separately compiled instances, its figure their median
+    assert r["runs"] == 18 and n["runs"] == 6 and len(r["round_ms"]) == len(n["round_ms"]) == 3
+    assert r["instances"] == 3 and r["ms"] == sorted(r["instance_ms"])[1]
     assert n["ratio"] == pytest.approx(n["ms"] / r["ms"])
     assert n["round_ratios"] == pytest.approx([a / b for a, b in zip(n["round_ms"], r["round_ms"])])
     assert res["interleaved"] and res["rounds"] == 3 and res["statistic"] == "median"
@@ -224,3 +226,21 @@ def test_ratio_budget_none_fits_and_accept_nearest(ov_table, accept_nearest):
     lat = res.spec.provenance["latency"]
     assert lat["chosen"]["rank"] == 2 and lat["chosen"]["misses_by_pct"] == pytest.approx(3.0)
     assert [f["fits"] for f in lat["finalists"]] == [False, False, False]
+
+
+def test_demo_latency_stage_prints_its_verdict(tmp_path, capsys):
+    """The demo's latency stage at a small clip: table, search, finalists, verdict."""
+    from e3d_eval.demo import run
+
+    res = run(["--out", str(tmp_path), "--stages", "latency", "--latency-clip", "2x96",
+               "--latency-candidates", "500"])["latency"]
+    err = capsys.readouterr().err
+    verdict = next(ln for ln in err.splitlines() if ln.startswith("verdict: "))
+    assert res["verdict"] in verdict
+    if res["fits"]:
+        assert "fits the latency budget (<= 1.000x e3d_s)" in verdict
+    else:
+        assert f"misses by {res['misses_by_pct']:.1f} %" in verdict
+    assert res["latency"]["budget"]["latency_ratio"] == 1.0
+    assert len(res["latency"]["finalists"]) == 5
+    assert load_arch(res["arch"]).provenance["latency"]["fits"] == res["fits"]
