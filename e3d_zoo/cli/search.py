@@ -41,7 +41,7 @@ def _weights(text: str) -> list[float]:
 def build_parser() -> argparse.ArgumentParser:
     from ..search.evolution import (DEFAULT_CANDIDATES, DEFAULT_CHECKPOINT_EVERY,
                                     DEFAULT_POPULATION)
-    from ..search.finalists import DEFAULT_FINALISTS, DEFAULT_MEASURE_ROUNDS
+    from ..search.finalists import DEFAULT_FINALISTS, DEFAULT_MEASURE_ROUNDS, DEFAULT_STEP
     from ..search.scores import SCORES
 
     p = argparse.ArgumentParser(
@@ -78,10 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the network measured with the finalists, and the unit of "
                         "--budget-latency-ratio: zoo name or arch JSON (default e3d_s)")
     g.add_argument("--finalists", type=int, default=DEFAULT_FINALISTS, metavar="K",
-                   help=f"measure the K best-scoring members of the final population (all fit the "
-                        f"predicted budget) and keep the best one whose measured latency fits "
+                   help=f"measure K members of the final population (all fit the predicted "
+                        f"budget) and keep the best-scoring one whose measured latency fits "
                         f"(default {DEFAULT_FINALISTS}; 0: do not measure, e.g. when the table "
                         f"describes another device: the result fits the prediction only)")
+    g.add_argument("--finalist-step", type=_number, default=DEFAULT_STEP, metavar="F",
+                   help=f"finalist i (i = 0..K-1) is the best member predicted at least i x F "
+                        f"under the limit, so that some have slack for the predictor's error "
+                        f"(default {DEFAULT_STEP}; 0: the K best)")
     g.add_argument("--measure-rounds", type=int, default=DEFAULT_MEASURE_ROUNDS, metavar="N",
                    help=f"interleaved rounds of that measurement, 3 runs each "
                         f"(default {DEFAULT_MEASURE_ROUNDS})")
@@ -216,7 +220,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             population=args.population,
             candidates=args.candidates, seed=args.seed, num_classes=args.num_classes,
             latency_predictor=predictor, latency_reference=args.latency_reference,
-            finalists=args.finalists, measure_rounds=args.measure_rounds,
+            finalists=args.finalists, finalist_step=args.finalist_step,
+            measure_rounds=args.measure_rounds,
             accept_nearest=args.accept_nearest, out=args.out, name=args.name,
             checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
             resume=args.resume, plots=not args.no_plots,
@@ -258,13 +263,14 @@ def _print_finalists(verdict) -> None:
         print(f"finalists measured with {verdict.reference} in one interleaved run "
               f"({verdict.session.get('rounds')} rounds; {verdict.reference} "
               f"{ref['ms']:.2f} ms):")
-        print(f"  {'rank':>4} {'score':>11} {'predicted ms':>12} {'measured ms':>11} "
+        print(f"  {'rank':>4} {'score':>11} {'predicted ms':>12} {'slack':>6} {'measured ms':>11} "
               f"{'p90/p50':>7} {'ratio':>6}  fits")
         for f in verdict.finalists:
             m = f.measured
             mark = " <- result" if f is verdict.choice else ""
-            print(f"  {f.rank:>4} {f.score:>11.4f} {f.predicted_ms:>12.2f} {m['ms']:>11.2f} "
-                  f"{m['spread']:>7.2f} {m['ratio']:>6.3f}  {'yes' if f.fits else 'no'}{mark}")
+            print(f"  {f.rank:>4} {f.score:>11.4f} {f.predicted_ms:>12.2f} "
+                  f"{f.predicted_slack * 100:>5.1f}% {m['ms']:>11.2f} {m.get('spread', 0):>7.2f} "
+                  f"{m['ratio']:>6.3f}  {'yes' if f.fits else 'no'}{mark}")
     print(verdict.describe())
 
 

@@ -35,9 +35,10 @@ class LatencyMeasurer(Protocol):
     """Measures networks on the device, interleaved with a reference network in one run.
 
     ``measure`` returns ``{"reference": stats, "networks": [stats, ...], ...}`` where
-    each ``stats`` has at least ``ms`` (the compared statistic), ``median_ms``,
-    ``p90_ms``, ``spread`` and ``runs``; networks also carry ``ratio`` (their ``ms``
-    over the reference's). Any further keys (environment, load) are recorded as given.
+    each ``stats`` has at least ``ms`` (the compared statistic; ``median_ms``, ``p90_ms``,
+    ``spread``, ``runs``, ``rounds`` are recorded when present), networks in ``specs``
+    order; a network's ``ratio`` defaults to its ``ms`` over the reference's. Any
+    further keys (environment, load) are recorded as given.
     """
 
     def measure(self, reference: ArchSpec, specs: Sequence[ArchSpec], *, frames: int, size: int,

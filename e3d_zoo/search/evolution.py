@@ -33,8 +33,8 @@ from ..errors import ArchError, E3DError, SearchError
 from ..spec import ArchSpec, load_arch
 from .budgets import Budgets, LatencyMeasurer, LatencyPredictor
 from .evaluate import FastEvaluator
-from .finalists import (DEFAULT_FINALISTS, DEFAULT_MEASURE_ROUNDS, LatencyBudgetMissed,
-                        LatencyVerdict, check_finalists)
+from .finalists import (DEFAULT_FINALISTS, DEFAULT_MEASURE_ROUNDS, DEFAULT_STEP, Finalist,
+                        LatencyBudgetMissed, LatencyVerdict, check_finalists, pick_finalists)
 from .scores import get_score
 from .space import (BoundSpace, Candidate, SearchSpace, blocks_as_dicts, default_space,
                     load_space, space_from_dict, spec_of)
@@ -489,17 +489,23 @@ class _Search:
             counters=dict(counters), resumed_from=start_n, checkpoint=checkpoint)
 
     def check_latency(self, result: SearchResult, measurer: Optional[LatencyMeasurer],
-                      finalists: int) -> None:
-        """Measure the population's ``finalists`` best members with the reference network
-        and make ``result`` the best-scoring one that fits (the nearest if none does)."""
-        members = result.population[:max(finalists, 1)]
-        specs = [spec_of(m.candidate, self.frames, self.size, name=f"finalist_{i + 1}",
-                         head_hidden=self.seed_spec.head_hidden) for i, m in enumerate(members)]
+                      finalists: int, step: float) -> None:
+        """Measure ``finalists`` members of the population (``finalists.pick_finalists``)
+        with the reference network and make ``result`` the best-scoring one that fits
+        (the nearest if none does)."""
+        limit = self.latency_limit_ms
+        predicted = [self.latency_ms(m.candidate) for m in result.population]
+        picked = pick_finalists(predicted, limit, max(finalists, 1), step)
+        members = [result.population[i] for i in picked]
         verdict = check_finalists(
-            [(m.score, sp) for m, sp in zip(members, specs)], self.budgets,
-            predictor=self.predictor, measurer=measurer if finalists > 0 else None,
+            [Finalist(i + 1, m.score,
+                      spec_of(m.candidate, self.frames, self.size, name=f"finalist_rank{i + 1}",
+                              head_hidden=self.seed_spec.head_hidden),
+                      predicted[i], 1.0 - predicted[i] / limit)
+             for i, m in zip(picked, members)], self.budgets,
+            measurer=measurer if finalists > 0 else None,
             reference=self.reference, reference_predicted_ms=self.reference_predicted_ms,
-            predicted_limit_ms=self.latency_limit_ms, frames=self.frames, size=self.size,
+            predicted_limit_ms=limit, frames=self.frames, size=self.size,
             num_classes=self.num_classes or 400)
         chosen = members[verdict.chosen]
         result.latency = verdict
@@ -554,6 +560,7 @@ def search(frames: int = 13, size: int = 160, *,
            latency_predictor: Optional[LatencyPredictor] = None,
            latency_reference: Union[None, str, os.PathLike, ArchSpec] = None,
            finalists: int = DEFAULT_FINALISTS,
+           finalist_step: float = DEFAULT_STEP,
            latency_measurer: Optional[LatencyMeasurer] = None,
            measure_rounds: int = DEFAULT_MEASURE_ROUNDS,
            accept_nearest: bool = False,
@@ -578,8 +585,9 @@ def search(frames: int = 13, size: int = 160, *,
     stops (as Ctrl-C does) after that many candidates, leaving a checkpoint.
 
     Latency budgets (``latency_ms``, ``latency_ratio``; see ``finalists.py``): the
-    evolution keeps candidates whose ``latency_predictor`` prediction fits; then the
-    ``finalists`` best members of the final population are measured on the device,
+    evolution keeps candidates whose ``latency_predictor`` prediction fits; then
+    ``finalists`` members of the final population (the best one, then the best ones
+    predicted at least 1, 2, ... x ``finalist_step`` under the limit) are measured on the device,
     interleaved in one run with ``latency_reference`` (a zoo name, arch file or spec;
     default ``e3d_s``), ``measure_rounds`` rounds, by ``latency_measurer`` (default:
     this machine's runtime as the predictor's latency table describes it). The result
@@ -601,6 +609,10 @@ def search(frames: int = 13, size: int = 160, *,
     _check_int("seed", seed, 0)
     _check_int("checkpoint_every", checkpoint_every, 1)
     _check_int("finalists", finalists, 0)
+    if (isinstance(finalist_step, bool) or not isinstance(finalist_step, (int, float))
+            or not 0 <= finalist_step < 1):
+        raise SearchError(f"finalist_step (--finalist-step): expected a fraction in [0, 1), "
+                          f"found {finalist_step!r}")
     _check_int("measure_rounds", measure_rounds, 1)
     if stop_after is not None:
         _check_int("stop_after", stop_after, 1)
@@ -651,7 +663,7 @@ def search(frames: int = 13, size: int = 160, *,
                      progress=progress, stop_after=stop_after, handle_sigint=handle_sigint)
     spec_name = name or (out_path.stem if out_path is not None else "searched")
     if budgets.has_latency:
-        job.check_latency(result, latency_measurer, finalists)
+        job.check_latency(result, latency_measurer, finalists, finalist_step)
     result.spec = result.spec.replace(name=spec_name)
     if result.fits is False and not accept_nearest:
         where = f" (the search itself is kept in {ckpt_path})" if ckpt_path else ""

@@ -21,7 +21,8 @@ from e3d_zoo.latency.predictor import load_predictor  # noqa: E402
 from e3d_zoo.latency.profile import Loader  # noqa: E402
 from e3d_zoo.search import search  # noqa: E402
 from e3d_zoo.search.budgets import Budgets  # noqa: E402
-from e3d_zoo.search.finalists import LatencyBudgetMissed, check_finalists  # noqa: E402
+from e3d_zoo.search.finalists import (Finalist, LatencyBudgetMissed, check_finalists,  # noqa: E402
+                                     pick_finalists)
 from e3d_zoo.spec import ArchSpec, load_arch  # noqa: E402
 from e3d_zoo.zoo import spec_for  # noqa: E402
 from tiny_arch import make_tiny_spec  # noqa: E402
@@ -75,10 +76,10 @@ def test_best_fitting_finalist_is_chosen_over_a_higher_scoring_misfit(ov_table):
     ref = spec_for("e3d_s").replace(frames=T, size=R)
     big = spec_for("e3d_l").replace(frames=T, size=R)
     small = make_tiny_spec(T, R)
-    members = sorted([(stentr.stentr_score(s, T, R), s) for s in (big, small)],
-                     key=lambda m: -m[0])
-    assert members[0][1] is big
-    verdict = check_finalists(members, Budgets(latency_ratio=1.0), predictor=pred,
+    finalists = [Finalist(rank, stentr.stentr_score(s, T, R), s, pred.predict_ms(s))
+                 for rank, s in ((1, big), (2, small))]
+    assert finalists[0].score > finalists[1].score
+    verdict = check_finalists(finalists, Budgets(latency_ratio=1.0),
                               measurer=DeviceMeasurer("openvino", 1, rounds=3), reference=ref,
                               reference_predicted_ms=pred.predict_ms(ref),
                               predicted_limit_ms=pred.predict_ms(ref), frames=T, size=R,
@@ -87,7 +88,8 @@ def test_best_fitting_finalist_is_chosen_over_a_higher_scoring_misfit(ov_table):
     assert first.measured["ratio"] > 1.0 and not first.fits
     assert second.measured["ratio"] < 1.0 and second.fits
     assert verdict.chosen == 1 and verdict.fits is True and verdict.choice.spec is small
-    assert "finalist 2 of 2" in verdict.describe() and "higher-scoring finalist(s) 1" in verdict.describe()
+    assert "rank 2 (2 of 2 by score)" in verdict.describe()
+    assert "higher-scoring finalist(s) 1 measured over it" in verdict.describe()
 
 
 def test_search_measures_its_finalists_and_records_every_figure(ov_table, tmp_path):
@@ -97,8 +99,12 @@ def test_search_measures_its_finalists_and_records_every_figure(ov_table, tmp_pa
                  out=out, **FAST)
     v = res.latency
     assert v.measured and len(v.finalists) == 3
-    assert [f.rank for f in v.finalists] == [1, 2, 3]
-    assert [f.score for f in v.finalists] == [m.score for m in res.population[:3]]
+    ranks = [f.rank for f in v.finalists]
+    assert ranks[0] == 1 and ranks == sorted(set(ranks))  # the best, then by score
+    assert [f.score for f in v.finalists] == [res.population[r - 1].score for r in ranks]
+    # the ladder: finalist i is predicted at least i x 2 % under the limit where one is
+    for i, f in enumerate(v.finalists):
+        assert f.predicted_slack == pytest.approx(1 - f.predicted_ms / v.predicted_limit_ms)
     ref_ms = v.reference_measured["ms"]
     for f in v.finalists:  # each fits the prediction; the measurement decides
         assert f.predicted_ms <= v.predicted_limit_ms
@@ -137,7 +143,7 @@ def test_none_fits_raises_naming_the_nearest_and_by_how_much(free_table, tmp_pat
     nearest = exc.verdict.choice
     assert nearest.misses_by == min(f.misses_by for f in exc.verdict.finalists) > 0
     msg = str(exc)
-    assert f"the nearest, finalist {nearest.rank}, misses by" in msg and "--accept-nearest" in msg
+    assert f"the nearest, of rank {nearest.rank}, misses by" in msg and "--accept-nearest" in msg
     assert "\n" not in msg and not out.exists()
     assert exc.result.fits is False and exc.result.spec.blocks == nearest.spec.blocks
 
@@ -180,7 +186,9 @@ def test_cli_text_prints_the_finalists_and_the_verdict(ov_table, tmp_path, capsy
     assert rc == 0
     assert "finalists measured with e3d_s in one interleaved run" in text
     assert "<- result" in text
-    assert ("fits the latency budget (<= 1.000x e3d_s)" in text) != ("misses by" in text)
+    verdict = [ln for ln in text.splitlines() if "the latency budget (<= 1.000x e3d_s)" in ln]
+    assert len(verdict) == 1
+    assert verdict[0].startswith("fits the latency budget") != verdict[0].startswith("no finalist")
 
 
 def test_a_table_from_another_device_cannot_be_checked_here(ov_table, tmp_path):
@@ -215,9 +223,9 @@ def test_ratio_budget_none_fits_and_accept_nearest(ov_table, accept_nearest):
     kw = dict(budgets={"latency_ratio": 1.0, "layers": 83},
               latency_predictor=load_predictor(ov_table), finalists=3,
               latency_measurer=RecordedMeasurementsDouble([1.08, 1.03, 1.05]),
-              accept_nearest=accept_nearest, **FAST)
+              finalist_step=0.0, accept_nearest=accept_nearest, **FAST)
     if not accept_nearest:
-        with pytest.raises(LatencyBudgetMissed, match=r"the nearest, finalist 2, misses by 3\.0 %"):
+        with pytest.raises(LatencyBudgetMissed, match=r"the nearest, of rank 2, misses by 3\.0 %"):
             search(T, R, **kw)
         return
     res = search(T, R, **kw)
@@ -244,3 +252,16 @@ def test_demo_latency_stage_prints_its_verdict(tmp_path, capsys):
     assert res["latency"]["budget"]["latency_ratio"] == 1.0
     assert len(res["latency"]["finalists"]) == 5
     assert load_arch(res["arch"]).provenance["latency"]["fits"] == res["fits"]
+
+
+def test_finalists_form_a_ladder_of_predicted_slack():
+    """The best member, then the best ones predicted >= 2 %, 4 %, ... under the limit."""
+    limit = 100.0
+    predicted = [99.9, 99.5, 97.9, 99.0, 95.9, 95.5, 93.0, 99.8]  # best score first
+    assert pick_finalists(predicted, limit, 4, 0.02) == [0, 2, 4, 6]
+    assert pick_finalists(predicted, limit, 4, 0.0) == [0, 1, 2, 3]  # the plain top 4
+    # no member with that much slack: the next best instead, never one twice
+    assert pick_finalists(predicted, limit, 6, 0.05) == [0, 1, 2, 3, 4, 6]
+    assert pick_finalists(predicted[:2], limit, 5, 0.02) == [0, 1]
+    with pytest.raises(SearchError, match="step"):
+        pick_finalists(predicted, limit, 3, -0.1)
