@@ -33,31 +33,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="compiled instances the reference counts as the median of (the search's 3)")
     ap.add_argument("--copies", type=int, default=1,
                     help="copies timed against the reference (default 1; the search's 5 finalists: 5)")
+    ap.add_argument("--statistic", choices=("cpu", "median", "min"), default=None,
+                    help="the headline statistic (default: the search's, CPU time at 1 thread); "
+                         "wall-clock and CPU-time ratios are recorded either way")
     ap.add_argument("--json", metavar="OUT", help="write the results here")
     args = ap.parse_args(argv)
 
     import numpy as np
 
     from e3d_zoo.atomic import atomic_write_text
-    from e3d_zoo.latency.compare import measure_against
+    from e3d_zoo.latency.compare import default_statistic, measure_against
     from e3d_zoo.latency.profile import Loader, load_average
     from e3d_zoo.zoo import spec_for
 
+    statistic = args.statistic or default_statistic(args.threads)
     spec = spec_for(args.arch).replace(frames=args.frames, size=args.size)
     copies = [spec.replace(name=f"{spec.name}_copy{i + 1}") for i in range(args.copies)]
     ratios: List[float] = []
+    by_figure: Dict[str, List[float]] = {"cpu_ratio": [], "median_ratio": [], "min_ratio": []}
     by_copy: List[List[float]] = [[] for _ in copies]
     sessions: List[Dict[str, Any]] = []
     with Loader("openvino", args.threads) as loader:
         for i in range(args.sessions):
             res = measure_against(spec, copies, loader, frames=args.frames, size=args.size,
                                   rounds=args.rounds, runs_per_round=args.runs_per_round,
-                                  reference_instances=args.reference_instances)
+                                  reference_instances=args.reference_instances,
+                                  statistic=statistic)
             nets = res["networks"]
             for j, net in enumerate(nets):
                 ratios.append(net["ratio"])
                 by_copy[j].append(net["ratio"])
+                for key in by_figure:
+                    by_figure[key].append(net[key])
             sessions.append({"ratios": [n["ratio"] for n in nets],
+                             **{f"{k}s": [n[k] for n in nets] for k in by_figure},
                              "reference_ms": res["reference"]["ms"],
                              "reference_instance_ms": res["reference"]["instance_ms"],
                              "copy_ms": [n["ms"] for n in nets],
@@ -67,8 +76,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   + " ".join(f"{n['ratio']:.4f}" for n in nets)
                   + f"  (reference {res['reference']['ms']:.2f} ms, load {res['load_after']})",
                   file=sys.stderr, flush=True)
+    def deviation(values: List[float]) -> Dict[str, float]:
+        d = np.abs(np.asarray(values) - 1.0) * 100
+        return {"median_pct": float(np.median(d)), "p90_pct": float(np.percentile(d, 90)),
+                "max_pct": float(d.max())}
+
     dev = np.abs(np.asarray(ratios) - 1.0)
-    out = {"arch": args.arch, "frames": args.frames, "size": args.size, "threads": args.threads,
+    out = {"statistic": statistic,"arch": args.arch, "frames": args.frames, "size": args.size, "threads": args.threads,
            "rounds": args.rounds, "runs_per_round": args.runs_per_round, "copies": args.copies,
            "reference_instances": args.reference_instances,
            "environment": res["environment"], "load_average_start": sessions[0]["load_before"],
@@ -76,6 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
            "ratio_max": max(ratios), "abs_deviation_median_pct": float(np.median(dev) * 100),
            "abs_deviation_p90_pct": float(np.percentile(dev, 90) * 100),
+           "abs_deviation_by_figure": {k: deviation(v) for k, v in by_figure.items()},
            "ratio_median_by_copy": [statistics.median(r) for r in by_copy],
            "reference_ms_min": min(s["reference_ms"] for s in sessions),
            "reference_ms_max": max(s["reference_ms"] for s in sessions),

@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--measure-rounds", type=int, default=DEFAULT_MEASURE_ROUNDS, metavar="N",
                    help=f"interleaved rounds of that measurement, 3 runs each "
                         f"(default {DEFAULT_MEASURE_ROUNDS})")
+    g.add_argument("--measure-statistic", choices=("cpu", "median", "min"), default=None,
+                   help="what the finalists are judged on: process CPU time (the default with 1 "
+                        "thread: steady on a shared machine, what a dedicated device measures), "
+                        "the wall-clock median (the default with more threads) or the fastest run")
     g.add_argument("--accept-nearest", action="store_true",
                    help="when no finalist fits, write the nearest one (marked fits: false) and "
                         "exit 0 instead of exiting 3")
@@ -221,7 +225,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             candidates=args.candidates, seed=args.seed, num_classes=args.num_classes,
             latency_predictor=predictor, latency_reference=args.latency_reference,
             finalists=args.finalists, finalist_step=args.finalist_step,
-            measure_rounds=args.measure_rounds,
+            measure_rounds=args.measure_rounds, measure_statistic=args.measure_statistic,
             accept_nearest=args.accept_nearest, out=args.out, name=args.name,
             checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
             resume=args.resume, plots=not args.no_plots,
@@ -261,8 +265,8 @@ def _print_finalists(verdict) -> None:
     if verdict.measured:
         ref = verdict.reference_measured
         print(f"finalists measured with {verdict.reference} in one interleaved run "
-              f"({verdict.session.get('rounds')} rounds; {verdict.reference} "
-              f"{ref['ms']:.2f} ms):")
+              f"({verdict.session.get('rounds')} rounds, {verdict.statistic_text}; "
+              f"{verdict.reference} {ref['ms']:.2f} ms):")
         print(f"  {'rank':>4} {'score':>11} {'predicted ms':>12} {'slack':>6} {'measured ms':>11} "
               f"{'p90/p50':>7} {'ratio':>6}  fits")
         for f in verdict.finalists:

@@ -172,13 +172,14 @@ def _resolve_reference(reference: Union[None, str, os.PathLike, ArchSpec], frame
     return spec.replace(frames=frames, size=size, name=spec.name or "reference")
 
 
-def _default_measurer(predictor: Any, rounds: int, progress: bool) -> LatencyMeasurer:
+def _default_measurer(predictor: Any, rounds: int, statistic: Optional[str],
+                      progress: bool) -> LatencyMeasurer:
     """This machine's runtime, as the predictor's latency table describes it."""
     try:
         from ..latency.compare import device_measurer
     except ImportError:  # pragma: no cover - a build without e3d_zoo.latency
         device_measurer = None
-    measurer = (device_measurer(predictor, rounds=rounds, progress=progress)
+    measurer = (device_measurer(predictor, rounds=rounds, statistic=statistic, progress=progress)
                 if device_measurer is not None else None)
     if measurer is None:
         raise SearchError(
@@ -563,6 +564,7 @@ def search(frames: int = 13, size: int = 160, *,
            finalist_step: float = DEFAULT_STEP,
            latency_measurer: Optional[LatencyMeasurer] = None,
            measure_rounds: int = DEFAULT_MEASURE_ROUNDS,
+           measure_statistic: Optional[str] = None,
            accept_nearest: bool = False,
            out: Union[None, str, os.PathLike] = None,
            name: Optional[str] = None,
@@ -590,7 +592,8 @@ def search(frames: int = 13, size: int = 160, *,
     predicted at least 1, 2, ... x ``finalist_step`` under the limit) are measured on the device,
     interleaved in one run with ``latency_reference`` (a zoo name, arch file or spec;
     default ``e3d_s``), ``measure_rounds`` rounds, by ``latency_measurer`` (default:
-    this machine's runtime as the predictor's latency table describes it). The result
+    this machine's runtime as the predictor's latency table describes it, judging on
+    ``measure_statistic``: CPU time with 1 thread, else wall-clock medians). The result
     is the best-scoring finalist whose measured latency fits; if none does,
     :class:`LatencyBudgetMissed` is raised, or with ``accept_nearest`` the nearest is
     returned with ``result.fits`` False. ``finalists=0`` skips the measurement (e.g.
@@ -644,7 +647,8 @@ def search(frames: int = 13, size: int = 160, *,
     if budgets.has_latency:
         reference = _resolve_reference(latency_reference, frames, size)
         if finalists > 0 and latency_measurer is None and latency_predictor is not None:
-            latency_measurer = _default_measurer(latency_predictor, measure_rounds, progress)
+            latency_measurer = _default_measurer(latency_predictor, measure_rounds,
+                                                 measure_statistic, progress)
     job = _Search(frames, size, budgets, space_obj, seed_spec, score, stage_weights, population,
                   candidates, seed, num_classes, latency_predictor, score_size=score_size,
                   latency_reference=reference)

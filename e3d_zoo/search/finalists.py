@@ -135,6 +135,11 @@ class LatencyVerdict:
     def choice(self) -> Finalist:
         return self.finalists[self.chosen]
 
+    @property
+    def statistic_text(self) -> str:
+        st = (self.session or {}).get("statistic", "median")
+        return {"cpu": "CPU time", "median": "wall-clock median", "min": "fastest run"}.get(st, st)
+
     def _budget_text(self) -> str:
         parts = []
         if self.budgets.latency_ratio is not None:
@@ -146,7 +151,7 @@ class LatencyVerdict:
     def _figures(self, f: Finalist) -> str:
         m = f.measured or {}
         ref = (self.reference_measured or {}).get("ms")
-        text = f"{m.get('ms', float('nan')):.2f} ms"
+        text = f"{m.get('ms', float('nan')):.2f} ms ({self.statistic_text})"
         if ref:
             text += f" = {m['ratio']:.3f}x {self.reference}'s {ref:.2f} ms in the same run"
             rr = m.get("round_ratios") or []

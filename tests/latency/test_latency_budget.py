@@ -121,6 +121,8 @@ def test_search_measures_its_finalists_and_records_every_figure(ov_table, tmp_pa
     assert lat["budget"]["latency_ratio"] == 1.0 and lat["budget"]["reference"] == "e3d_s"
     assert lat["reference"]["measured_ms"] == pytest.approx(ref_ms)
     assert lat["session"]["rounds"] == 2 and lat["session"]["interleaved"]
+    # 1 thread: judged on CPU time, the wall-clock ratio recorded beside it
+    assert lat["session"]["statistic"] == "cpu" and lat["session"]["reference_instances"] == 3
     for row in [lat["chosen"], *lat["finalists"]]:
         for key in ("predicted_ms", "measured_ms", "measured_median_ms", "measured_spread",
                     "measured_rounds", "reference_measured_ms", "ratio_to_reference", "fits"):
