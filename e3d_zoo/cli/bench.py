@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import warnings
@@ -165,287 +164,6 @@ def _print_bench(res: Dict[str, Any]) -> None:
                   f"{'' if peak is None else f'+{peak:.0f}':>12}")
 
 
-# ---- latency tables ---------------------------------------------------------------------------
-def _specs_from_args(args: argparse.Namespace, frames: int, size: int) -> List[Any]:
-    from ..latency.profile import sample_architectures
-    from ..zoo import ZOO_MODELS, spec_for
-
-    specs = []
-    if args.zoo:
-        specs += [spec_for(n).replace(frames=frames, size=size) for n in ZOO_MODELS]
-    for a in args.arch or []:
-        specs.append(spec_for(a).replace(frames=frames, size=size))
-    if args.sample:
-        specs += sample_architectures(args.sample, frames=frames, size=size, seed=args.seed,
-                                      max_flops=args.max_flops)
-    return specs
-
-
-def profile_table(args: argparse.Namespace) -> Dict[str, Any]:
-    from ..latency.profile import (NETWORK_FIELD, Loader, calibrate, measure_specs, profile_keys,
-                                   sample_architectures)
-    from ..latency.table import LatencyTable, iter_keys_of, load_table
-
-    path = Path(args.profile_table)
-    if path.exists():
-        table = load_table(path)  # resume: only the missing units are measured
-        table.check_environment(strict=True)
-    else:
-        table = LatencyTable.new(args.backend, args.threads,
-                                 statistic=args.statistic or default_statistic(args.backend))
-        table.path = path
-    frames, size = args.frames, args.size
-    if not frames or not size:
-        raise ConfigError("--profile-table: needs the clip shape to profile at: --frames and --size")
-    table.settings.setdefault("clip", [frames, size])
-    specs = _specs_from_args(args, frames, size)
-    cal_specs = []
-    if args.calibrate:
-        # Calibration networks: the zoo models plus random samples from their own seed,
-        # so the validation's samples (another seed) never calibrate the predictor.
-        from ..zoo import ZOO_MODELS, spec_for
-
-        cal_specs = [spec_for(n).replace(frames=frames, size=size) for n in ZOO_MODELS][:args.calibrate]
-        extra = args.calibrate - len(cal_specs)
-        if extra > 0:
-            cal_specs += sample_architectures(extra, frames=frames, size=size, seed=args.seed + 1000,
-                                              max_flops=args.max_flops)
-    if not specs and not cal_specs:
-        raise ConfigError("--profile-table: nothing to profile; give --zoo, --arch A.json or --sample N")
-    quiet = args.json or args.quiet
-    with Loader.for_table(table) as loader:
-        keys = list(iter_keys_of(specs + cal_specs, frames, size, args.num_classes))
-        added = profile_keys(table, keys, loader, path=path, rounds=args.rounds,
-                             runs_per_round=args.runs_per_round, progress=not quiet)
-        cal = None
-        if cal_specs:
-            measured = measure_specs(cal_specs, loader, frames=frames, size=size,
-                                     num_classes=args.num_classes, rounds=args.rounds,
-                                     runs_per_round=args.runs_per_round, progress=not quiet)
-            for st in _statistics_of(table):
-                calibrate(table, cal_specs, [m[NETWORK_FIELD[st]] for m in measured], frames=frames,
-                          size=size, num_classes=args.num_classes, statistic=st)
-            cal = table.calibration
-            cal["measured"] = [{"name": s.name, **m} for s, m in zip(cal_specs, measured)]
-        table.save(path)
-    return {"table": str(path), "entries": len(table), "added": added,
-            "environment": table.environment, "calibration": cal or table.calibration}
-
-
-def validate_predictor(args: argparse.Namespace) -> Dict[str, Any]:
-    import numpy as np
-
-    from ..latency.predictor import LatencyPredictor
-    from ..latency.profile import (NETWORK_FIELD, Loader, measure_specs, profile_keys,
-                                   sample_architectures)
-    from ..latency.table import iter_keys_of, load_table
-
-    if not args.table:
-        raise ConfigError("--validate-predictor: needs --table T.json (made by --profile-table)")
-    table = load_table(args.table)
-    table.check_environment(strict=args.strict)
-    cal = table.calibration or {}
-    clip = cal.get("clip") or table.settings.get("clip") or [None, None]
-    frames = args.frames or clip[0]
-    size = args.size or clip[1]
-    if not frames or not size:
-        raise ConfigError("--validate-predictor: the table records no clip shape; give --frames and --size")
-    if args.n < 1:
-        raise ConfigError(f"--n: expected >= 1, found {args.n}")
-    specs = sample_architectures(args.n, frames=frames, size=size, seed=args.seed,
-                                 max_flops=args.max_flops)
-    quiet = args.json or args.quiet
-    if args.same_session:
-        return _validate_same_session(args, table, specs, frames, size, quiet)
-    with Loader.for_table(table) as loader:
-        if args.missing == "measure":
-            profile_keys(table, list(iter_keys_of(specs, frames, size, args.num_classes)), loader,
-                         path=table.path, rounds=table.settings.get("rounds", 5),
-                         runs_per_round=table.settings.get("runs_per_round", 3), progress=not quiet)
-        measured = measure_specs(specs, loader, frames=frames, size=size, num_classes=args.num_classes,
-                                 rounds=args.rounds, runs_per_round=args.runs_per_round,
-                                 progress=not quiet)
-    own = table.settings.get("statistic", "median")
-    out: Dict[str, Any] = {"table": str(table.path), "n": len(specs), "frames": frames, "size": size,
-                           "statistic": own, "environment": table.environment,
-                           "missing": args.missing, "load": measured[0].get("load"),
-                           "median_spread_p90_p50": float(np.median([m["spread"] for m in measured]))}
-    # The table's statistic is the headline; the other one is reported beside it, since
-    # on a shared machine min-of-runs is the steadier estimate of uncontended latency.
-    stats = _statistics_of(table)
-    for st in (own,) + tuple(x for x in stats if x != own):
-        pred = LatencyPredictor(table, missing="interpolate", num_classes=args.num_classes,
-                                statistic=st)
-        p = np.array([pred.predict_ms(s, frames, size) for s in specs])
-        y = np.array([m[NETWORK_FIELD[st]] for m in measured])
-        err = (p - y) / y
-        # Diagnostic only: the same measurements rescaled by the drift reference timed in
-        # their session. Not the headline: among 30 large networks the small reference
-        # unit runs with a cold cache, so its ratio reflects cache context, not load.
-        corr = np.array([pred.to_time_base(m[NETWORK_FIELD[st]], m.get("ref")) for m in measured])
-        err_corr = (p - corr) / corr
-        summary = {"within_10pct": float(np.mean(np.abs(err) <= 0.10)),
-                   "mape_pct": float(np.mean(np.abs(err)) * 100),
-                   "max_abs_error_pct": float(np.max(np.abs(err)) * 100),
-                   "mean_coverage": float(np.mean([pred.coverage(s, frames, size) for s in specs])),
-                   "session_reference_factor": float(corr[0] / y[0]) if y[0] else None,
-                   "if_rescaled_by_session_reference": {
-                       "within_10pct": float(np.mean(np.abs(err_corr) <= 0.10)),
-                       "mape_pct": float(np.mean(np.abs(err_corr)) * 100)}}
-        if st == own:
-            out.update(summary)
-            out["rows"] = [
-                {"name": s.name, "predicted_ms": float(pi), "measured_ms": float(yi),
-                 "error_pct": float(e * 100),
-                 "spread_p90_p50": m["spread"],
-                 "coverage": pred.coverage(s, frames, size), "blocks": [b.to_dict() for b in s.blocks]}
-                for s, pi, yi, e, m in zip(specs, p, y, err, measured)]
-        else:
-            out[f"by_{st}"] = {**summary, "predicted_ms": p.tolist(), "measured_ms": y.tolist()}
-    return _finish_validation(out, args)
-
-
-def _validate_same_session(args: argparse.Namespace, table, specs, frames: int, size: int,
-                           quiet: bool) -> Dict[str, Any]:
-    """Every unit, the calibration networks and the validation networks in ONE interleaved
-    session: tests the predictor's method (sum of units + calibrated scale) with the
-    machine's between-session drift taken out. The table file itself is not changed.
-    """
-    import numpy as np
-
-    from ..latency.predictor import LatencyPredictor
-    from ..latency.profile import (NETWORK_FIELD, Loader, _input_for, _uncalibrated, calibrate,
-                                   interleaved_times, load_average, measure_call_overhead,
-                                   sample_architectures, summarize)
-    from ..latency.table import LatencyTable, iter_keys_of
-    from ..zoo import ZOO_MODELS, spec_for
-
-    cal_specs = [spec_for(n).replace(frames=frames, size=size) for n in ZOO_MODELS]
-    cal_specs += sample_architectures(5, frames=frames, size=size, seed=args.seed + 1000,
-                                      max_flops=args.max_flops)
-    keys = list(dict.fromkeys(iter_keys_of(cal_specs + specs, frames, size, args.num_classes)))
-    # headline: kernel sums for a kernel table, else CPU time where it is defined (1 thread)
-    sts = tuple(dict.fromkeys((("kernel",) if _is_kernel(table) else ())
-                              + (("cpu",) if table.threads == 1 else ()) + _statistics_of(table)))
-    session = LatencyTable(environment=dict(table.environment), settings={"statistic": sts[0]})
-    with Loader(table.backend, table.threads, kernel="kernel" in sts) as loader:
-        units = []
-        for k in _bar(keys, "loading units", quiet):
-            u = loader.load_key(k)
-            units.append((u, _input_for(u, (1, k.cin, k.t, k.h, k.w))))
-        for s in _bar(cal_specs + specs, "exporting networks", quiet):
-            u = loader.load_spec(s, frames, size, args.num_classes)
-            units.append((u, _input_for(u, (1, s.in_chans, frames, size, size))))
-        oh = measure_call_overhead(loader)
-        cpu: List[List[float]] = []
-        kernel: List[List[float]] = []
-        times = interleaved_times(units, rounds=args.rounds, runs_per_round=args.runs_per_round,
-                                  cpu=cpu, kernel=kernel)
-    load = load_average()
-    stats = [summarize(ts, "median", cs, ks) for ts, cs, ks in zip(times, cpu, kernel)]
-    out: Dict[str, Any] = {"table": str(table.path), "protocol": "same-session", "n": len(specs),
-                           "frames": frames, "size": size, "environment": table.environment,
-                           "units": len(keys), "load": load,
-                           "median_spread_p90_p50": float(np.median(
-                               [st["spread"] for st in stats[len(keys) + len(cal_specs):]]))}
-    for st in sts:
-        session.entries = {k: {**stats[i], "ms": stats[i][f"{st}_ms"]} for i, k in enumerate(keys)}
-        session.settings["statistic"] = st
-        session.calibration = _uncalibrated(st, oh)
-        nets = stats[len(keys):]
-        y_cal = [m[NETWORK_FIELD[st]] for m in nets[:len(cal_specs)]]
-        cal = calibrate(session, cal_specs, y_cal, frames=frames, size=size,
-                        num_classes=args.num_classes, statistic=st)
-        pred = LatencyPredictor(session, missing="error", num_classes=args.num_classes)
-        p = np.array([pred.predict_ms(s, frames, size) for s in specs])
-        y = np.array([m[NETWORK_FIELD[st]] for m in nets[len(cal_specs):]])
-        err = (p - y) / y
-        summary = {"within_10pct": float(np.mean(np.abs(err) <= 0.10)),
-                   "mape_pct": float(np.mean(np.abs(err)) * 100),
-                   "max_abs_error_pct": float(np.max(np.abs(err)) * 100),
-                   "calibration_scale": cal["scale"], "calibration_fit_mape_pct": cal["fit_mape_pct"]}
-        if st == sts[0]:
-            out.update(summary, statistic=st, mean_coverage=1.0)
-            out["rows"] = [{"name": s.name, "predicted_ms": float(pi), "measured_ms": float(yi),
-                            "error_pct": float(e * 100), "spread_p90_p50": m["spread"], "coverage": 1.0,
-                            "blocks": [b.to_dict() for b in s.blocks]}
-                           for s, pi, yi, e, m in zip(specs, p, y, err, nets[len(cal_specs):])]
-        else:
-            out[f"by_{st}"] = {**summary, "predicted_ms": p.tolist(), "measured_ms": y.tolist()}
-    return _finish_validation(out, args)
-
-
-def default_statistic(backend: str) -> str:
-    """Kernel sums where the runtime reports per-layer times, wall-clock medians elsewhere."""
-    from ..latency.profile import KERNEL_BACKENDS
-    from ..runtime.base import canonical_backend_name
-
-    return "kernel" if canonical_backend_name(backend) in KERNEL_BACKENDS else "median"
-
-
-def _is_kernel(table) -> bool:
-    return table.settings.get("statistic") == "kernel"
-
-
-def _statistics_of(table) -> tuple:
-    """The statistics a table's measurements support, its own first: ``cpu`` needs one
-    thread, ``kernel`` units loaded with per-layer counters (tables made for it)."""
-    own = table.settings.get("statistic", "median")
-    rest = ["median", "min"] + (["cpu"] if table.threads == 1 else [])
-    return (own,) + tuple(st for st in rest if st != own)
-
-
-def _finish_validation(out: dict, args: argparse.Namespace) -> dict:
-    """The plot and the JSON file both validation protocols end with."""
-    if args.plot:
-        out["plot"] = str(plot_validation(out, args.plot))
-    if args.out:
-        import json
-
-        from ..atomic import atomic_write_text
-
-        atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")
-    return out
-
-
-def _bar(items, desc: str, quiet: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, disable=quiet)
-
-
-def plot_validation(result: Dict[str, Any], path: str | os.PathLike) -> Path:
-    from ..atomic import atomic_path
-    from ..errors import require
-
-    matplotlib = require("matplotlib", "plot", "the predicted-vs-measured plot")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ys = [r["measured_ms"] for r in result["rows"]]
-    ps = [r["predicted_ms"] for r in result["rows"]]
-    lo, hi = min(ys + ps) * 0.85, max(ys + ps) * 1.15
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="0.9",
-                    label="+-10%")
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
-    ax.scatter(ys, ps, s=18)
-    ax.set_xlabel("measured latency (ms)")
-    ax.set_ylabel("predicted latency (ms)")
-    env = result["environment"]
-    ax.set_title(f"{env.get('backend')} {env.get('threads')} thread(s), clip {result['frames']}x"
-                 f"{result['size']}^2\n{result['within_10pct'] * 100:.0f}% within +-10%, "
-                 f"MAPE {result['mape_pct']:.1f}% (N={result['n']})", fontsize=9)
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
 # ---- CLI -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
@@ -509,10 +227,28 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
                           "--validate-predictor")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        progress = not (args.json or args.quiet)
         if args.profile_table:
-            res = profile_table(args)
+            from ..latency.build import profile_table
+
+            res = profile_table(args.profile_table, frames=args.frames, size=args.size,
+                                backend=args.backend, threads=args.threads,
+                                statistic=args.statistic, zoo=args.zoo, archs=args.arch or (),
+                                sample=args.sample, calibrate=args.calibrate, seed=args.seed,
+                                max_flops=args.max_flops, rounds=args.rounds,
+                                runs_per_round=args.runs_per_round, num_classes=args.num_classes,
+                                progress=progress)
         elif args.validate_predictor:
-            res = validate_predictor(args)
+            from ..latency.validate import validate_predictor
+
+            if not args.table:
+                raise ConfigError("--validate-predictor: needs --table T.json (made by --profile-table)")
+            res = validate_predictor(args.table, n=args.n, seed=args.seed, frames=args.frames,
+                                     size=args.size, missing=args.missing,
+                                     same_session=args.same_session, strict=args.strict,
+                                     rounds=args.rounds, runs_per_round=args.runs_per_round,
+                                     num_classes=args.num_classes, max_flops=args.max_flops,
+                                     plot=args.plot, out=args.out, progress=progress)
         else:
             res = benchmark(args.model, backends=_parse_list(args.backends, "backends"),
                             batches=_parse_list(args.batch, "batch", int), threads=args.threads,

@@ -2,6 +2,9 @@
 
     e3d-search --frames 13 --size 160 --budget-flops 2e9 --budget-layers 83 --out my_s.json
     python -c "import e3d_zoo; e3d_zoo.create_model('my_s.json')"
+
+Under a latency budget the best finalists are measured on this machine with a reference
+network; exit status 3 when none of them fits (unless --accept-nearest).
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from ..errors import SearchError
 from ._common import EXIT_INTERRUPTED, add_json_flag, print_json, run_cli
 
 PROG = "e3d-search"
+#: the search ran, but no measured finalist fits the latency budget
+EXIT_BUDGET_MISSED = 3
 
 
 def _number(text: str) -> float:
@@ -36,6 +41,7 @@ def _weights(text: str) -> list[float]:
 def build_parser() -> argparse.ArgumentParser:
     from ..search.evolution import (DEFAULT_CANDIDATES, DEFAULT_CHECKPOINT_EVERY,
                                     DEFAULT_POPULATION)
+    from ..search.finalists import DEFAULT_FINALISTS, DEFAULT_MEASURE_ROUNDS, DEFAULT_STEP
     from ..search.scores import SCORES
 
     p = argparse.ArgumentParser(
@@ -60,8 +66,36 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--budget-layers", type=int, metavar="N",
                    help="layers: 1 per plain conv + 3 per residual layer (E3D-S: 83)")
     g.add_argument("--budget-latency-ms", type=_number, metavar="MS",
-                   help="predicted latency; needs --latency-table")
+                   help="absolute latency: the result's measured latency on this machine must be "
+                        "<= MS (the evolution uses --latency-table's predictions)")
+    g.add_argument("--budget-latency-ratio", type=_number, metavar="R",
+                   help="latency relative to --latency-reference, both measured in the same "
+                        "interleaved run: 1.0 = no slower than it. Unlike milliseconds, the ratio "
+                        "holds across the machine's drift between sessions")
     g.add_argument("--latency-table", metavar="T.json", help="latency table made by e3d-bench")
+    g = p.add_argument_group("latency budgets: finalists measured on this machine")
+    g.add_argument("--latency-reference", metavar="ARCH", default=None,
+                   help="the network measured with the finalists, and the unit of "
+                        "--budget-latency-ratio: zoo name or arch JSON (default e3d_s)")
+    g.add_argument("--finalists", type=int, default=DEFAULT_FINALISTS, metavar="K",
+                   help=f"measure K members of the final population (all fit the predicted "
+                        f"budget) and keep the best-scoring one whose measured latency fits "
+                        f"(default {DEFAULT_FINALISTS}; 0: do not measure, e.g. when the table "
+                        f"describes another device: the result fits the prediction only)")
+    g.add_argument("--finalist-step", type=_number, default=DEFAULT_STEP, metavar="F",
+                   help=f"finalist i (i = 0..K-1) is the best member predicted at least i x F "
+                        f"under the limit, so that some have slack for the predictor's error "
+                        f"(default {DEFAULT_STEP}; 0: the K best)")
+    g.add_argument("--measure-rounds", type=int, default=DEFAULT_MEASURE_ROUNDS, metavar="N",
+                   help=f"interleaved rounds of that measurement, 3 runs each "
+                        f"(default {DEFAULT_MEASURE_ROUNDS})")
+    g.add_argument("--measure-statistic", choices=("cpu", "median", "min"), default=None,
+                   help="what the finalists are judged on: process CPU time (the default with 1 "
+                        "thread: steady on a shared machine, what a dedicated device measures), "
+                        "the wall-clock median (the default with more threads) or the fastest run")
+    g.add_argument("--accept-nearest", action="store_true",
+                   help="when no finalist fits, write the nearest one (marked fits: false) and "
+                        "exit 0 instead of exiting 3")
     g.add_argument("--num-classes", type=int, default=400,
                    help="classes of the head counted by --budget-params/--budget-macs (default 400)")
     g = p.add_argument_group("search")
@@ -158,18 +192,22 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     from ..search import Budgets, load_predictor, search
     from ..search.space import load_space, default_space
     from ..search.evolution import SearchInterrupted
+    from ..search.finalists import LatencyBudgetMissed
 
     budgets = Budgets(tinynas_flops=args.budget_flops, macs=args.budget_macs,
                       params=args.budget_params, layers=args.budget_layers,
-                      latency_ms=args.budget_latency_ms)
-    if args.latency_table and args.budget_latency_ms is None:
-        raise SearchError("--latency-table: given without --budget-latency-ms; add the budget")
+                      latency_ms=args.budget_latency_ms, latency_ratio=args.budget_latency_ratio)
+    if args.latency_table and not budgets.has_latency:
+        raise SearchError("--latency-table: given without a latency budget; add "
+                          "--budget-latency-ms or --budget-latency-ratio")
     space = load_space(args.space) if args.space else default_space()
     space = _space_overrides(space, args)
     predictor = None
-    if args.budget_latency_ms is not None:
+    if budgets.has_latency:
         if not args.latency_table:
-            raise SearchError("--budget-latency-ms: needs --latency-table T.json (made by e3d-bench)")
+            flag = ("--budget-latency-ms" if args.budget_latency_ms is not None
+                    else "--budget-latency-ratio")
+            raise SearchError(f"{flag}: needs --latency-table T.json (made by e3d-bench)")
         predictor = load_predictor(args.latency_table)
     if not args.resume:
         from ..search.evolution import default_checkpoint_path
@@ -185,7 +223,10 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             stage_weights=args.stage_weights, score_size=args.score_size,
             population=args.population,
             candidates=args.candidates, seed=args.seed, num_classes=args.num_classes,
-            latency_predictor=predictor, out=args.out, name=args.name,
+            latency_predictor=predictor, latency_reference=args.latency_reference,
+            finalists=args.finalists, finalist_step=args.finalist_step,
+            measure_rounds=args.measure_rounds, measure_statistic=args.measure_statistic,
+            accept_nearest=args.accept_nearest, out=args.out, name=args.name,
             checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
             resume=args.resume, plots=not args.no_plots,
             progress=not args.no_progress and not args.json)
@@ -195,6 +236,13 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             print_json({"interrupted": True, "candidates": exc.candidates,
                         "checkpoint": str(exc.checkpoint) if exc.checkpoint else None})
         return EXIT_INTERRUPTED
+    except LatencyBudgetMissed as exc:
+        if args.json:
+            print_json(exc.result.summary())
+        else:
+            _print_finalists(exc.verdict)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_BUDGET_MISSED
     summary = result.summary()
     if args.json:
         print_json(summary)
@@ -207,8 +255,27 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
               f"({result.candidates_per_s:,.0f}/s); wrote {result.out}")
         for plot in result.plots:
             print(f"plot: {plot}")
+        if result.latency is not None:
+            _print_finalists(result.latency)
         print(f"build it: e3d_zoo.create_model({str(result.out)!r})")
     return 0
+
+
+def _print_finalists(verdict) -> None:
+    if verdict.measured:
+        ref = verdict.reference_measured
+        print(f"finalists measured with {verdict.reference} in one interleaved run "
+              f"({verdict.session.get('rounds')} rounds, {verdict.statistic_text}; "
+              f"{verdict.reference} {ref['ms']:.2f} ms):")
+        print(f"  {'rank':>4} {'score':>11} {'predicted ms':>12} {'slack':>6} {'measured ms':>11} "
+              f"{'p90/p50':>7} {'ratio':>6}  fits")
+        for f in verdict.finalists:
+            m = f.measured
+            mark = " <- result" if f is verdict.choice else ""
+            print(f"  {f.rank:>4} {f.score:>11.4f} {f.predicted_ms:>12.2f} "
+                  f"{f.predicted_slack * 100:>5.1f}% {m['ms']:>11.2f} {m.get('spread', 0):>7.2f} "
+                  f"{m['ratio']:>6.3f}  {'yes' if f.fits else 'no'}{mark}")
+    print(verdict.describe())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

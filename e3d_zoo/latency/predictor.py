@@ -8,7 +8,7 @@ measured on an empty graph), which the network pays once, not once per unit: it 
 subtracted per unit and the whole-network fixed cost ``offset_ms`` is added back.
 Entries of statistic ``kernel`` (the runtime's per-layer times, summed) hold no call
 cost, so nothing is subtracted. ``offset_ms`` and ``scale`` are calibrated against
-end-to-end wall-clock measurements (``profile.calibrate``).
+end-to-end wall-clock measurements (:func:`calibrate`).
 
 Units missing from the table (``missing=``):
 
@@ -28,12 +28,13 @@ search pays dict lookups, not module construction.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import LatencyTableError
 from ..spec import ArchSpec
+from .profile import Loader, profile_keys
 from .table import STATISTICS, LatencyTable, LayerKey, block_layer_keys, head_key, load_table
 
 MISSING_MODES = ("interpolate", "measure", "error")
@@ -149,8 +150,6 @@ class LatencyPredictor:
         return measured_ms
 
     def _measure(self, key: LayerKey) -> None:
-        from .profile import Loader, profile_keys
-
         if self.loader is None:
             self.loader = Loader.for_table(self.table)
         profile_keys(self.table, [key], self.loader, path=self.table.path, progress=False)
@@ -255,3 +254,49 @@ def load_predictor(path: str | os.PathLike, strict: bool = False, *,
         raise LatencyTableError(f"{path}: the latency table has no entries; profile some with "
                                 "`e3d-bench --profile-table`")
     return LatencyPredictor(table, missing=missing)
+
+
+def calibrate(table: LatencyTable, specs: Sequence[ArchSpec], measured_ms: Sequence[float], *,
+              frames: int, size: int, num_classes: int = 400,
+              statistic: Optional[str] = None) -> Dict[str, Any]:
+    """Fit ``scale`` in ``measured = offset + scale * sum(entry - call_overhead)``.
+
+    ``offset`` is the measured cost of one call of an empty graph (framework, input
+    hand-over), paid once per network; ``scale`` absorbs what isolated units do not
+    see (cache state between layers, fused boundaries). ``scale`` is the median of
+    the per-network ratios rather than a least-squares slope: on a shared machine a
+    two-parameter fit on a few noisy networks swings wildly (we saw scale 0.13 with
+    a 52 ms offset under load 12), while the median ratio stays put.
+
+    ``statistic`` selects which entry statistic is summed; ``measured_ms`` must be the
+    whole networks' matching figure (``NETWORK_FIELD``: wall-clock median for
+    ``kernel``). The fit is stored per statistic.
+    """
+    if len(specs) != len(measured_ms) or not specs:
+        raise LatencyTableError("calibration: expected one measurement per architecture")
+    statistic = statistic or table.settings.get("statistic", "median")
+    cal = dict(table.calibration or {})
+    pred = LatencyPredictor(table, missing="error", statistic=statistic)
+    sums = np.array([pred.raw_sum_ms(s, frames, size, num_classes) for s in specs])
+    y = np.asarray(measured_ms, dtype=float)
+    own = (cal.get("by_statistic") or {}).get(statistic) or cal
+    # the network's one call, in the networks' own measure (wall clock for kernel sums)
+    offset = float(own.get("call_ms", pred.call_overhead_ms))
+    if np.any(sums <= 0):
+        raise LatencyTableError("calibration: a network's units sum to zero; re-profile the table")
+    scale = float(np.median((y - offset) / sums))
+    if not scale > 0:
+        raise LatencyTableError(f"calibration: measured latencies {list(y)} are below the fixed "
+                                f"overhead {offset:.3f} ms; re-measure on a quieter machine")
+    fit = offset + scale * sums
+    fitted = {"call_overhead_ms": pred.call_overhead_ms, "call_ms": offset, "scale": scale,
+              "offset_ms": offset,
+              "fitted_on": len(specs), "fit_mape_pct": float(np.mean(np.abs(fit - y) / y) * 100.0)}
+    by = dict(cal.get("by_statistic") or {})
+    by[statistic] = fitted
+    cal["by_statistic"] = by
+    cal["clip"] = [frames, size]
+    if statistic == table.settings.get("statistic", "median") or "scale" not in cal:
+        cal.update(fitted)
+    table.calibration = cal
+    return fitted

@@ -198,12 +198,16 @@ def _input_for(backend, shape: Sequence[int]) -> np.ndarray:
 def interleaved_times(units: Sequence[tuple[Any, np.ndarray]], *, rounds: int = 5,
                       runs_per_round: int = 3, warmup: int = 2,
                       cpu: Optional[List[List[float]]] = None,
-                      kernel: Optional[List[List[float]]] = None) -> List[List[float]]:
+                      kernel: Optional[List[List[float]]] = None,
+                      shuffle: Optional[random.Random] = None) -> List[List[float]]:
     """Wall-clock ms of every run of every unit, timed round-robin.
 
     ``cpu``: a list that receives, per unit, the process CPU time of each run (ms).
     ``kernel``: receives, per unit, each run's summed layer times (ms) for backends
     loaded with per-layer counters on, an empty list for the others.
+    ``shuffle``: visit the units in a new random order every round. A fixed order can
+    alias with a periodic load (another process's own benchmark loop) and put one unit
+    in the busy slot round after round; results stay in ``units`` order either way.
     """
     for backend, x in units:
         for _ in range(warmup):
@@ -212,8 +216,12 @@ def interleaved_times(units: Sequence[tuple[Any, np.ndarray]], *, rounds: int = 
     cpu_times: List[List[float]] = [[] for _ in units]
     kernel_times: List[List[float]] = [[] for _ in units]
     profiled = [bool(getattr(backend, "profile", False)) for backend, _ in units]
+    order = list(range(len(units)))
     for _ in range(rounds):
-        for i, (backend, x) in enumerate(units):
+        if shuffle is not None:
+            shuffle.shuffle(order)
+        for i in order:
+            backend, x = units[i]
             for _ in range(runs_per_round):
                 c0 = time.process_time()
                 t0 = time.perf_counter()
@@ -382,6 +390,16 @@ def _progress(**kwargs: Any):
 
 # ---- whole networks -----------------------------------------------------------------
 
+def load_networks(specs: Sequence[ArchSpec], loader: Loader, *, frames: int, size: int,
+                  num_classes: int = 400, progress: bool = True) -> List[tuple[Any, np.ndarray]]:
+    """(backend, input) of each network's deployable artifact, ready to time."""
+    units = []
+    for spec in _progress(iterable=specs, desc="exporting networks", disable=not progress):
+        unit = loader.load_spec(spec, frames, size, num_classes)
+        units.append((unit, _input_for(unit, (1, spec.in_chans, frames, size, size))))
+    return units
+
+
 def measure_specs(specs: Sequence[ArchSpec], loader: Loader, *, frames: int, size: int,
                   num_classes: int = 400, rounds: int = 7, runs_per_round: int = 3,
                   warmup: int = 2, statistic: str = "median",
@@ -391,10 +409,8 @@ def measure_specs(specs: Sequence[ArchSpec], loader: Loader, *, frames: int, siz
     The drift reference unit is timed in the same rounds; each result carries its
     stats under ``ref`` (see :func:`reference_key`).
     """
-    units = []
-    for spec in _progress(iterable=specs, desc="exporting networks", disable=not progress):
-        unit = loader.load_spec(spec, frames, size, num_classes)
-        units.append((unit, _input_for(unit, (1, spec.in_chans, frames, size, size))))
+    units = load_networks(specs, loader, frames=frames, size=size, num_classes=num_classes,
+                          progress=progress)
     units.append(loader.reference(frames))
     cpu: List[List[float]] = []
     kernel: List[List[float]] = []
@@ -406,54 +422,6 @@ def measure_specs(specs: Sequence[ArchSpec], loader: Loader, *, frames: int, siz
     net_statistic = "median" if statistic == "kernel" else statistic
     return [{**summarize(ts, net_statistic, cs), "load": load, "ref": ref}
             for ts, cs in zip(times[:-1], cpu[:-1])]
-
-
-def calibrate(table: LatencyTable, specs: Sequence[ArchSpec], measured_ms: Sequence[float], *,
-              frames: int, size: int, num_classes: int = 400,
-              statistic: Optional[str] = None) -> Dict[str, Any]:
-    """Fit ``scale`` in ``measured = offset + scale * sum(entry - call_overhead)``.
-
-    ``offset`` is the measured cost of one call of an empty graph (framework, input
-    hand-over), paid once per network; ``scale`` absorbs what isolated units do not
-    see (cache state between layers, fused boundaries). ``scale`` is the median of
-    the per-network ratios rather than a least-squares slope: on a shared machine a
-    two-parameter fit on a few noisy networks swings wildly (we saw scale 0.13 with
-    a 52 ms offset under load 12), while the median ratio stays put.
-
-    ``statistic`` selects which entry statistic is summed; ``measured_ms`` must be the
-    whole networks' matching figure (``NETWORK_FIELD``: wall-clock median for
-    ``kernel``). The fit is stored per statistic.
-    """
-    from .predictor import LatencyPredictor
-
-    if len(specs) != len(measured_ms) or not specs:
-        raise LatencyTableError("calibration: expected one measurement per architecture")
-    statistic = statistic or table.settings.get("statistic", "median")
-    cal = dict(table.calibration or {})
-    pred = LatencyPredictor(table, missing="error", statistic=statistic)
-    sums = np.array([pred.raw_sum_ms(s, frames, size, num_classes) for s in specs])
-    y = np.asarray(measured_ms, dtype=float)
-    own = (cal.get("by_statistic") or {}).get(statistic) or cal
-    # the network's one call, in the networks' own measure (wall clock for kernel sums)
-    offset = float(own.get("call_ms", pred.call_overhead_ms))
-    if np.any(sums <= 0):
-        raise LatencyTableError("calibration: a network's units sum to zero; re-profile the table")
-    scale = float(np.median((y - offset) / sums))
-    if not scale > 0:
-        raise LatencyTableError(f"calibration: measured latencies {list(y)} are below the fixed "
-                                f"overhead {offset:.3f} ms; re-measure on a quieter machine")
-    fit = offset + scale * sums
-    fitted = {"call_overhead_ms": pred.call_overhead_ms, "call_ms": offset, "scale": scale,
-              "offset_ms": offset,
-              "fitted_on": len(specs), "fit_mape_pct": float(np.mean(np.abs(fit - y) / y) * 100.0)}
-    by = dict(cal.get("by_statistic") or {})
-    by[statistic] = fitted
-    cal["by_statistic"] = by
-    cal["clip"] = [frames, size]
-    if statistic == table.settings.get("statistic", "median") or "scale" not in cal:
-        cal.update(fitted)
-    table.calibration = cal
-    return fitted
 
 
 # ---- sampling the search space ---------------------------------------------------------

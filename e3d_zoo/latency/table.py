@@ -126,15 +126,25 @@ def layer_keys(spec: ArchSpec, frames: Optional[int] = None, size: Optional[int]
 
 # ---- environment -------------------------------------------------------------
 
-def _cpu_name() -> str:
+#: the CPU features a runtime's kernels pick from (x86 vector extensions, Arm SIMD)
+_FLAG_PREFIXES = ("avx", "fma", "amx", "sse4", "asimd", "sve")
+
+
+def _cpu_info() -> tuple[str, List[str]]:
+    """(model name, the vector-extension flags) from /proc/cpuinfo."""
+    name, flags = None, None
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key = line.split(":", 1)[0].strip()
+                if key == "model name" and name is None:
+                    name = line.split(":", 1)[1].strip()
+                elif key in ("flags", "Features") and flags is None:
+                    flags = sorted({f for f in line.split(":", 1)[1].split()
+                                    if f.startswith(_FLAG_PREFIXES)})
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return name or platform.processor() or platform.machine(), flags or []
 
 
 def runtime_version(backend: str) -> str:
@@ -155,9 +165,10 @@ def runtime_version(backend: str) -> str:
 
 def current_environment(backend: str, threads: int, precision: str = "f32") -> Dict[str, Any]:
     """What a table measured now, here, with this backend would record."""
+    cpu, flags = _cpu_info()
     return {"backend": backend, "runtime_version": runtime_version(backend), "threads": threads,
-            "cpu": _cpu_name(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "precision": precision}
+            "cpu": cpu, "cpu_flags": flags, "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "precision": precision}
 
 
 def environment_mismatches(table_env: Mapping[str, Any], here: Mapping[str, Any]) -> List[str]:

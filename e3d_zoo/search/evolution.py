@@ -9,6 +9,9 @@ Everything that decides the result (the population in order, the RNG state, the
 counters) lives in a JSON checkpoint written atomically every ``checkpoint_every``
 candidates, on completion and on Ctrl-C, so ``resume=True`` continues to exactly the
 result of an uninterrupted run with the same settings.
+
+Under a latency budget the final population's best members are then measured on
+the device with a reference network (``finalists``); see ``finalists.py``.
 """
 from __future__ import annotations
 
@@ -26,10 +29,12 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..atomic import atomic_write_text
-from ..errors import ArchError, SearchError
+from ..errors import ArchError, E3DError, SearchError
 from ..spec import ArchSpec, load_arch
-from .budgets import Budgets, LatencyPredictor
+from .budgets import Budgets, LatencyMeasurer, LatencyPredictor
 from .evaluate import FastEvaluator
+from .finalists import (DEFAULT_FINALISTS, DEFAULT_MEASURE_ROUNDS, DEFAULT_STEP, Finalist,
+                        LatencyBudgetMissed, LatencyVerdict, check_finalists, pick_finalists)
 from .scores import get_score
 from .space import (BoundSpace, Candidate, SearchSpace, blocks_as_dicts, default_space,
                     load_space, space_from_dict, spec_of)
@@ -82,6 +87,14 @@ class SearchResult:
     out: Optional[Path] = None
     checkpoint: Optional[Path] = None
     plots: list[Path] = field(default_factory=list)
+    #: under a latency budget: the finalists, measured, and which one this result is
+    latency: Optional[LatencyVerdict] = None
+
+    @property
+    def fits(self) -> Optional[bool]:
+        """Whether the result's measured latency fits the latency budget (None: no latency
+        budget, or not measured)."""
+        return self.latency.fits if self.latency is not None else None
 
     @property
     def candidates_per_s(self) -> float:
@@ -112,6 +125,8 @@ class SearchResult:
             "score_frames": self.spec.provenance.get("score_frames"),
             "score_size": self.spec.provenance.get("score_size"),
             "budgets": self.spec.provenance.get("budgets"),
+            "fits": self.fits,
+            "latency": self.latency.to_dict() if self.latency is not None else None,
         }
 
 
@@ -146,6 +161,34 @@ def _resolve_seed_arch(seed_arch: Union[None, str, os.PathLike, ArchSpec], space
         raise SearchError(f"seed architecture: {exc}") from None
 
 
+def _resolve_reference(reference: Union[None, str, os.PathLike, ArchSpec], frames: int,
+                       size: int) -> ArchSpec:
+    from ..zoo import spec_for
+
+    try:
+        spec = spec_for("e3d_s" if reference is None else reference)
+    except E3DError as exc:
+        raise SearchError(f"latency reference (--latency-reference): {exc}") from None
+    return spec.replace(frames=frames, size=size, name=spec.name or "reference")
+
+
+def _default_measurer(predictor: Any, rounds: int, statistic: Optional[str],
+                      progress: bool) -> LatencyMeasurer:
+    """This machine's runtime, as the predictor's latency table describes it."""
+    try:
+        from ..latency.compare import device_measurer
+    except ImportError:  # pragma: no cover - a build without e3d_zoo.latency
+        device_measurer = None
+    measurer = (device_measurer(predictor, rounds=rounds, statistic=statistic, progress=progress)
+                if device_measurer is not None else None)
+    if measurer is None:
+        raise SearchError(
+            "latency budget: the finalists are measured on the device, and this latency "
+            "predictor names no device (it has no latency table): pass latency_measurer=..., or "
+            "finalists=0 to keep the predicted-only result (recorded as not measured)")
+    return measurer
+
+
 def _check_int(name: str, v: Any, minimum: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
         raise SearchError(f"{name}: expected an integer >= {minimum}, found {v!r}")
@@ -158,7 +201,8 @@ class _Search:
     def __init__(self, frames: int, size: int, budgets: Budgets, space: SearchSpace,
                  seed_spec: ArchSpec, score_name: str, stage_weights: Optional[tuple],
                  population: int, candidates: int, seed: int, num_classes: Optional[int],
-                 latency_predictor: Optional[LatencyPredictor], score_size: Optional[int] = None):
+                 latency_predictor: Optional[LatencyPredictor], score_size: Optional[int] = None,
+                 latency_reference: Optional[ArchSpec] = None):
         self.frames, self.size = frames, size
         self.score_size = size if score_size is None else score_size
         self.budgets = budgets
@@ -176,9 +220,21 @@ class _Search:
         if stage_weights is not None and len(stage_weights) != n_stages:
             raise SearchError(f"stage weights: expected {n_stages} weights (one per stage of the "
                               f"seed architecture), found {len(stage_weights)}")
-        if budgets.latency_ms is not None and latency_predictor is None:
-            raise SearchError("budget latency_ms (--budget-latency-ms): needs a latency predictor "
+        if budgets.has_latency and latency_predictor is None:
+            name = "latency_ms" if budgets.latency_ms is not None else "latency_ratio"
+            raise SearchError(f"budget {name} ({Budgets.flag(name)}): needs a latency predictor "
                               "(--latency-table T.json)")
+        #: the network latency budgets are measured against, and the predicted limit
+        #: the evolution holds every candidate to
+        self.reference = latency_reference
+        self.reference_predicted_ms = math.nan
+        self.latency_limit_ms: Optional[float] = None
+        if budgets.has_latency:
+            self.reference_predicted_ms = float(latency_predictor.predict_ms(latency_reference))
+            limits = [budgets.latency_ms] if budgets.latency_ms is not None else []
+            if budgets.latency_ratio is not None:
+                limits.append(budgets.latency_ratio * self.reference_predicted_ms)
+            self.latency_limit_ms = min(limits)
         self.bound = BoundSpace(space, seed_spec, size, budgets.layers)
         self.seed_cand = seed_spec.key()
         problems = self.bound.violations(self.seed_cand)
@@ -210,6 +266,8 @@ class _Search:
         d = {"tinynas_flops": flops, "macs": macs, "params": params, "layers": layers}
         if latency and self.predictor is not None:
             d["latency_ms"] = self.latency_ms(cand)
+            if self.budgets.latency_ratio is not None:
+                d["latency_ratio"] = d["latency_ms"] / self.reference_predicted_ms
         return d
 
     def latency_ms(self, cand: Candidate) -> float:
@@ -232,6 +290,10 @@ class _Search:
             "population": self.population,
             "seed": self.seed,
             "num_classes": self.num_classes,
+            # only under a ratio budget, where it sets the predicted limit (and so that
+            # checkpoints of other budgets stay valid)
+            **({"latency_reference": blocks_as_dicts(self.reference.key())}
+               if self.budgets.latency_ratio is not None else {}),
         }
 
     # ---- checkpoints --------------------------------------------------------
@@ -341,7 +403,7 @@ class _Search:
         bm = inf if b.macs is None else b.macs
         bp = inf if b.params is None else b.params
         bl = inf if b.layers is None else b.layers
-        bt = b.latency_ms
+        bt = self.latency_limit_ms
         latency_ms = self.latency_ms
         rnd = rng.random
         accepted = counters["accepted"]
@@ -427,7 +489,33 @@ class _Search:
             candidates_this_run=n - start_n, population=population, history=history,
             counters=dict(counters), resumed_from=start_n, checkpoint=checkpoint)
 
-    def _result_spec(self, top: Member, n: int) -> ArchSpec:
+    def check_latency(self, result: SearchResult, measurer: Optional[LatencyMeasurer],
+                      finalists: int, step: float) -> None:
+        """Measure ``finalists`` members of the population (``finalists.pick_finalists``)
+        with the reference network and make ``result`` the best-scoring one that fits
+        (the nearest if none does)."""
+        limit = self.latency_limit_ms
+        predicted = [self.latency_ms(m.candidate) for m in result.population]
+        picked = pick_finalists(predicted, limit, max(finalists, 1), step)
+        members = [result.population[i] for i in picked]
+        verdict = check_finalists(
+            [Finalist(i + 1, m.score,
+                      spec_of(m.candidate, self.frames, self.size, name=f"finalist_rank{i + 1}",
+                              head_hidden=self.seed_spec.head_hidden),
+                      predicted[i], 1.0 - predicted[i] / limit)
+             for i, m in zip(picked, members)], self.budgets,
+            measurer=measurer if finalists > 0 else None,
+            reference=self.reference, reference_predicted_ms=self.reference_predicted_ms,
+            predicted_limit_ms=limit, frames=self.frames, size=self.size,
+            num_classes=self.num_classes or 400)
+        chosen = members[verdict.chosen]
+        result.latency = verdict
+        result.spec = self._result_spec(chosen, result.candidates, latency=verdict.to_dict())
+        result.best_score = chosen.score
+        result.tinynas_flops, result.macs = chosen.tinynas_flops, chosen.macs
+        result.params, result.layers = chosen.params, chosen.layers
+
+    def _result_spec(self, top: Member, n: int, latency: Optional[dict] = None) -> ArchSpec:
         from .. import __version__
 
         budgets = self.budgets.to_dict()
@@ -453,6 +541,8 @@ class _Search:
             "software": f"e3d-zoo {__version__}",
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        if latency is not None:
+            provenance["latency"] = latency
         return spec_of(top.candidate, self.frames, self.size, name="searched",
                        head_hidden=self.seed_spec.head_hidden, provenance=provenance)
 
@@ -469,6 +559,13 @@ def search(frames: int = 13, size: int = 160, *,
            seed: int = 0,
            num_classes: Optional[int] = 400,
            latency_predictor: Optional[LatencyPredictor] = None,
+           latency_reference: Union[None, str, os.PathLike, ArchSpec] = None,
+           finalists: int = DEFAULT_FINALISTS,
+           finalist_step: float = DEFAULT_STEP,
+           latency_measurer: Optional[LatencyMeasurer] = None,
+           measure_rounds: int = DEFAULT_MEASURE_ROUNDS,
+           measure_statistic: Optional[str] = None,
+           accept_nearest: bool = False,
            out: Union[None, str, os.PathLike] = None,
            name: Optional[str] = None,
            checkpoint: Union[None, str, os.PathLike] = None,
@@ -481,13 +578,28 @@ def search(frames: int = 13, size: int = 160, *,
     """Search for the highest-scoring architecture within ``budgets``.
 
     ``budgets``: a :class:`Budgets` or a dict with keys ``tinynas_flops``, ``macs``,
-    ``params``, ``layers``, ``latency_ms``. ``out``: where to write the arch JSON
+    ``params``, ``layers``, ``latency_ms``, ``latency_ratio``. ``out``: where to write the arch JSON
     (plus ``<stem>_progress.png`` and ``<stem>_population.png`` when ``plots``); its
     checkpoint defaults to ``<stem>.search-ckpt.json`` beside it. ``score_size``: the
     frame size the score is taken at (default ``size``, at which the costs are
     counted and the space's kernel rule applies; the reference's E3D-M and E3D-L
     configs score at 160). ``stop_after``
     stops (as Ctrl-C does) after that many candidates, leaving a checkpoint.
+
+    Latency budgets (``latency_ms``, ``latency_ratio``; see ``finalists.py``): the
+    evolution keeps candidates whose ``latency_predictor`` prediction fits; then
+    ``finalists`` members of the final population (the best one, then the best ones
+    predicted at least 1, 2, ... x ``finalist_step`` under the limit) are measured on the device,
+    interleaved in one run with ``latency_reference`` (a zoo name, arch file or spec;
+    default ``e3d_s``), ``measure_rounds`` rounds, by ``latency_measurer`` (default:
+    this machine's runtime as the predictor's latency table describes it, judging on
+    ``measure_statistic``: CPU time with 1 thread, else wall-clock medians). The result
+    is the best-scoring finalist whose measured latency fits; if none does,
+    :class:`LatencyBudgetMissed` is raised, or with ``accept_nearest`` the nearest is
+    returned with ``result.fits`` False. ``finalists=0`` skips the measurement (e.g.
+    searching for another device than this one): the result then fits the predicted
+    budget only. Every figure is in ``result.latency`` and the arch JSON's
+    ``provenance["latency"]``.
 
     All input is validated before any work; problems raise :class:`SearchError`.
     """
@@ -499,6 +611,12 @@ def search(frames: int = 13, size: int = 160, *,
     _check_int("candidates", candidates, 0)
     _check_int("seed", seed, 0)
     _check_int("checkpoint_every", checkpoint_every, 1)
+    _check_int("finalists", finalists, 0)
+    if (isinstance(finalist_step, bool) or not isinstance(finalist_step, (int, float))
+            or not 0 <= finalist_step < 1):
+        raise SearchError(f"finalist_step (--finalist-step): expected a fraction in [0, 1), "
+                          f"found {finalist_step!r}")
+    _check_int("measure_rounds", measure_rounds, 1)
     if stop_after is not None:
         _check_int("stop_after", stop_after, 1)
     if num_classes is not None:
@@ -525,8 +643,15 @@ def search(frames: int = 13, size: int = 160, *,
     get_score(score)
     space_obj = _resolve_space(space)
     seed_spec = _resolve_seed_arch(seed_arch, space_obj, frames, size)
+    reference = None
+    if budgets.has_latency:
+        reference = _resolve_reference(latency_reference, frames, size)
+        if finalists > 0 and latency_measurer is None and latency_predictor is not None:
+            latency_measurer = _default_measurer(latency_predictor, measure_rounds,
+                                                 measure_statistic, progress)
     job = _Search(frames, size, budgets, space_obj, seed_spec, score, stage_weights, population,
-                  candidates, seed, num_classes, latency_predictor, score_size=score_size)
+                  candidates, seed, num_classes, latency_predictor, score_size=score_size,
+                  latency_reference=reference)
     out_path = Path(out) if out is not None else None
     if checkpoint is None and out_path is not None:
         checkpoint = default_checkpoint_path(out_path)
@@ -541,7 +666,15 @@ def search(frames: int = 13, size: int = 160, *,
     result = job.run(checkpoint=ckpt_path, checkpoint_every=checkpoint_every, resume=resume,
                      progress=progress, stop_after=stop_after, handle_sigint=handle_sigint)
     spec_name = name or (out_path.stem if out_path is not None else "searched")
+    if budgets.has_latency:
+        job.check_latency(result, latency_measurer, finalists, finalist_step)
     result.spec = result.spec.replace(name=spec_name)
+    if result.fits is False and not accept_nearest:
+        where = f" (the search itself is kept in {ckpt_path})" if ckpt_path else ""
+        raise LatencyBudgetMissed(
+            result.latency, result,
+            hint=f"; nothing written{where}. Accept the nearest (--accept-nearest), measure more "
+                 "finalists (--finalists), or relax the budget")
     if out_path is not None:
         result.spec.save(out_path)
         result.out = out_path

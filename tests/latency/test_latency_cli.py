@@ -79,6 +79,7 @@ def test_profile_then_validate(torch_table, tmp_path, capsys):
 
 
 def test_latency_budget_search_end_to_end(torch_table, tmp_path, capsys):
+    """A torch-eager table: the finalists are measured on torch eager, the table's backend."""
     pred = load_predictor(torch_table)
     from e3d_zoo.search.space import default_space
 
@@ -88,12 +89,16 @@ def test_latency_budget_search_end_to_end(torch_table, tmp_path, capsys):
     capsys.readouterr()
     rc = search_main(["--frames", "2", "--size", "96", "--budget-latency-ms", f"{budget:.4f}",
                       "--latency-table", str(torch_table), "--candidates", "200", "--population",
-                      "8", "--out", str(out), "--no-plots", "--json", "--no-progress"])
+                      "8", "--finalists", "2", "--measure-rounds", "2", "--accept-nearest",
+                      "--out", str(out), "--no-plots", "--json", "--no-progress"])
     assert rc == 0
     res = _json(capsys)
     assert res["budgets"] == {"latency_ms": pytest.approx(budget, rel=1e-4)}
     found = load_arch(out)
     assert pred.predict_ms(found) <= budget
+    lat = found.provenance["latency"]
+    assert lat["session"]["environment"]["backend"] == "torch"
+    assert lat["chosen"]["fits"] == (lat["chosen"]["measured_ms"] <= budget) == res["fits"]
 
 
 def test_same_session_validation_leaves_the_table_alone(torch_table, capsys):

@@ -8,7 +8,7 @@ import pytest
 
 from e3d_zoo.errors import LatencyTableError
 from e3d_zoo.latency.predictor import LatencyPredictor, load_predictor, unit_features
-from e3d_zoo.latency.profile import calibrate
+from e3d_zoo.latency.predictor import calibrate
 from e3d_zoo.latency.table import (LatencyTable, LatencyTableWarning, LayerKey, current_environment,
                                    layer_keys)
 from e3d_zoo.zoo import load_zoo_arch

@@ -98,3 +98,33 @@ def test_sampled_architectures_are_valid_and_distinct():
         assert complexity.tinynas_flops(s.replace(frames=13, size=160), 13, 160) <= 4e9
     again = profile.sample_architectures(6, frames=4, size=64, seed=3, max_flops=4e9)
     assert [s.key() for s in again] == [s.key() for s in specs]
+
+
+def test_shuffled_rounds_visit_every_unit_in_a_new_order_and_keep_result_order():
+    """On the real torch backend, with modules that log when they run."""
+    import random
+
+    from e3d_zoo.runtime.base import load_backend
+
+    log: list = []
+
+    class Tagged(torch.nn.Module):
+        def __init__(self, tag):
+            super().__init__()
+            self.tag = tag
+
+        def forward(self, x):
+            log.append(self.tag)
+            return x * self.tag
+
+    units = [(load_backend("torch", Tagged(i), threads=1), np.ones((1, 2), np.float32))
+             for i in range(4)]
+    times = profile.interleaved_times(units, rounds=6, runs_per_round=2, warmup=1,
+                                      shuffle=random.Random(0))
+    assert [len(t) for t in times] == [12] * 4
+    timed = log[4:]  # after one warm-up run each, in unit order
+    rounds = [timed[i:i + 8] for i in range(0, 48, 8)]
+    orders = [tuple(r[::2]) for r in rounds]
+    assert all(sorted(o) == [0, 1, 2, 3] for o in orders)  # every unit once per round
+    assert all(r[0::2] == r[1::2] for r in rounds)  # its runs of a round back to back
+    assert len(set(orders)) > 1  # and not the same order every round

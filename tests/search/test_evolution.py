@@ -15,6 +15,7 @@ from e3d_zoo.errors import SearchError
 from e3d_zoo.search import SearchInterrupted, search
 from e3d_zoo.search.space import spec_of
 from e3d_zoo.spec import load_arch
+from e3d_zoo.zoo import load_zoo_arch
 
 S_BUDGETS = {"tinynas_flops": 2.0e9, "layers": 83}
 
@@ -174,10 +175,32 @@ class FlopsProportionalLatency:
 
 def test_latency_budget_uses_the_predictor_interface():
     r = search(13, 160, budgets={"latency_ms": 1.5, "layers": 83}, candidates=1500, seed=0,
-               latency_predictor=FlopsProportionalLatency())
+               latency_predictor=FlopsProportionalLatency(), finalists=0)
     assert all(m.tinynas_flops / 1e9 <= 1.5 for m in r.population)
+    # not measured (finalists=0): said so, in the result and the arch's provenance
+    assert r.fits is None and r.latency.measured is False
+    lat = r.spec.provenance["latency"]
+    assert lat["measured"] is False and lat["fits"] is None and "not measured" in lat["verdict"]
+    assert lat["chosen"]["predicted_ms"] <= 1.5
     with pytest.raises(SearchError, match="needs a latency predictor"):
         search(13, 160, budgets={"latency_ms": 1.5}, candidates=10)
+    # a predictor that names no device cannot have its finalists measured: said before any work
+    with pytest.raises(SearchError, match="names no device"):
+        search(13, 160, budgets={"latency_ms": 1.5, "layers": 83}, candidates=10,
+               latency_predictor=FlopsProportionalLatency())
+
+
+def test_latency_ratio_budget_is_relative_to_the_reference_prediction():
+    """Under ``latency_ratio`` r the evolution's limit is r x the reference's prediction."""
+    pred = FlopsProportionalLatency()
+    e3d_s = complexity.tinynas_flops(load_zoo_arch("e3d_s"), 13, 160) / 1e9
+    r = search(13, 160, budgets={"latency_ratio": 0.9, "layers": 83}, candidates=1500, seed=0,
+               latency_predictor=pred, finalists=0)
+    assert r.latency.reference == "e3d_s"
+    assert r.latency.reference_predicted_ms == pytest.approx(e3d_s)
+    assert r.latency.predicted_limit_ms == pytest.approx(0.9 * e3d_s)
+    assert all(m.tinynas_flops / 1e9 <= 0.9 * e3d_s for m in r.population)
+    assert r.spec.provenance["budgets"] == {"latency_ratio": 0.9, "layers": 83}
 
 
 @pytest.mark.parametrize("kwargs, needle", [
