@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="torch, onnxruntime, openvino or tensorrt (default: a folder's first "
                           "installed runtime of openvino, onnxruntime, tensorrt; a file's by its "
                           "extension; torch for --model)")
+    src.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                     help="which of an export folder's artifacts runs: auto (default) takes the one "
+                          "e3d-export --precision auto measured fastest and still right on the exporting "
+                          "machine, where this CPU computes its precision natively, else fp32")
     src.add_argument("--threads", type=int, default=None, help="inference threads (default: runtime's)")
     src.add_argument("--streams", type=int, default=None,
                      help="openvino: inference requests run at once, sharing --threads (default 1, "
@@ -103,6 +107,7 @@ def _make_classifier(args: argparse.Namespace):
         kw["backend_options"] = options
     if args.artifact and not args.model:
         clf = VideoClassifier.from_artifact(args.artifact, backend=args.backend, threads=args.threads,
+                                            precision=None if args.precision == "auto" else args.precision,
                                             **kw)
     else:
         try:
@@ -179,6 +184,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         raise ConfigError(f"--hop: expected seconds > 0, found {args.hop}")
     if not 0 <= args.smoothing < 1:
         raise ConfigError(f"--smoothing: expected 0 <= value < 1, found {args.smoothing}")
+    if args.precision != "auto" and not (args.artifact and not args.model):
+        raise ConfigError(f"--precision {args.precision}: picks among an export folder's artifacts; "
+                          "pass --artifact FOLDER (without --model)")
     if args.decode_threads < 0:
         raise ConfigError(f"--decode-threads: expected >= 0, found {args.decode_threads}")
     if args.streams is not None:
