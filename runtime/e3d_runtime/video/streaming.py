@@ -161,7 +161,9 @@ def stream(clf: "VideoClassifier", source: str | os.PathLike, *, hop: float = 0.
         # that runs synchronously) plus waiting for results, on this thread only
         if pending:
             t0 = time.perf_counter()
-            started = clf.submit(np.stack([w["clip"] for w in pending]))
+            # one window needs no stacking copy: the producer already made it contiguous
+            clips = pending[0]["clip"][None] if len(pending) == 1 else np.stack([w["clip"] for w in pending])
+            started = clf.submit(clips)
             timing["infer_s"] += time.perf_counter() - t0
             in_flight.append((list(pending), started))
             pending.clear()
