@@ -123,3 +123,27 @@ def test_export_benchmark_rooflines_use_the_measured_peaks(tmp_path, capsys):
         assert row["x_roofline"] > 1.0  # a tiny network is nowhere near the peak
     assert {row["precision"] for row in r["rows"]} >= {"fp32", "int8"}
     assert r["machine"]["cpu"]["flags"] and r["machine"]["cpu"]["cores"] >= 1
+
+
+def test_edge_benchmark_streams_through_e3d_infer_beside_its_ceiling(tmp_path, capsys):
+    """e3d-infer as a user runs it (a process, start-up included), the folder's default
+    artifact, and the ceiling of the same machine and video: never below what was achieved."""
+    pytest.importorskip("openvino")
+    import json
+
+    from e3d_eval.bench_edge import main
+    from tiny_arch import make_tiny_spec
+
+    arch = tmp_path / "tiny.json"
+    make_tiny_spec(frames=4, size=32).save(arch)
+    out = tmp_path / "edge.json"
+    assert main(["--only-stream", "--model", str(arch), "--seconds", "2", "--repeats", "1",
+                 "--quick-peaks", "--workdir", str(tmp_path / "w"), "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    s, c = r["stream"], r["stream_ceiling"]
+    assert s["environment"] == "full" and s["windows"] >= 2 and len(s["load_avg_1min_per_run"]) == 1
+    assert c["artifact"] == "openvino" and c["precision"] == "fp32" and len(c["peaks"]) == 2
+    assert s["rtf_including_startup"] <= c["rtf_ceiling"] < c["rtf_ceiling_model_at_peak"]
+    assert c["fraction_of_ceiling"] == pytest.approx(s["rtf_including_startup"] / c["rtf_ceiling"])
+    assert r["verdict"] == c["verdict"] == capsys.readouterr().out.strip().splitlines()[-1]
+    assert r["machine"]["cpu"]["cores"] >= 1 and "load_avg_1min_end" in r
