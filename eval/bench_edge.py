@@ -191,30 +191,47 @@ def first_prediction_breakdown(python: Path, folder: Path, video: Path, repeats:
 
 
 def stream_runs(exe: Path, video: Path, folder: Path, seconds: float, repeats: int,
-                extra: Sequence[str] = ()) -> Dict[str, Any]:
-    """Spawn-to-first-prediction and whole-command wall time of e3d-infer in stream mode."""
-    first, total, loads = [], [], []
+                extra: Sequence[str] = (), variants: Optional[Dict[str, Sequence[str]]] = None) -> Dict[str, Any]:
+    """Spawn-to-first-prediction and whole-command wall time of e3d-infer in stream mode.
+
+    ``variants`` (name -> extra e3d-infer arguments) run interleaved with the main command,
+    one run of each per repeat, so they see the same load; each gets its own figures
+    under ``variants``."""
+    commands = {"main": list(extra), **{k: list(v) for k, v in (variants or {}).items()}}
+    runs: Dict[str, Dict[str, list]] = {k: {"first": [], "total": [], "loads": []} for k in commands}
+    windows = 0
     for _ in range(repeats):
-        load0 = os.getloadavg()[0]
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([str(exe), str(video), "--artifact", str(folder), "--mode", "stream",
-                                 "--hop", "0.5", "--no-progress", *extra],
-                                stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        first.append(time.perf_counter() - t0)
-        rest = proc.stdout.read()
-        if proc.wait() != 0 or not line:
-            raise RuntimeError(f"e3d-infer failed: {line}{rest[-500:]}")
-        total.append(time.perf_counter() - t0)
-        loads.append([round(load0, 2), round(os.getloadavg()[0], 2)])
-        windows = 1 + rest.count("\n")
-    wall = statistics.median(total)
-    return {"first_prediction_median_ms": _median_ms(first), "first_prediction_all_ms": [round(1000 * t, 1) for t in first],
-            "wall_median_s": round(wall, 3), "wall_all_s": [round(t, 3) for t in total],
-            "windows": windows, "rtf_including_startup": round(seconds / wall, 2),
-            "rtf_all": [round(seconds / t, 2) for t in total], "runs": repeats,
-            "load_avg_1min_per_run": loads, "extra_args": list(extra)}
+        for name, args in commands.items():
+            r = runs[name]
+            load0 = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([str(exe), str(video), "--artifact", str(folder), "--mode", "stream",
+                                     "--hop", "0.5", "--no-progress", *args],
+                                    stdout=subprocess.PIPE, text=True)
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            r["first"].append(time.perf_counter() - t0)
+            rest = proc.stdout.read()
+            if proc.wait() != 0 or not line:
+                raise RuntimeError(f"e3d-infer {' '.join(args)} failed: {line}{rest[-500:]}")
+            r["total"].append(time.perf_counter() - t0)
+            r["loads"].append([round(load0, 2), round(os.getloadavg()[0], 2)])
+            windows = 1 + rest.count("\n")
+
+    def summary(name: str) -> Dict[str, Any]:
+        r = runs[name]
+        wall = statistics.median(r["total"])
+        return {"first_prediction_median_ms": _median_ms(r["first"]),
+                "first_prediction_all_ms": [round(1000 * t, 1) for t in r["first"]],
+                "wall_median_s": round(wall, 3), "wall_all_s": [round(t, 3) for t in r["total"]],
+                "windows": windows, "rtf_including_startup": round(seconds / wall, 2),
+                "rtf_all": [round(seconds / t, 2) for t in r["total"]], "runs": repeats,
+                "load_avg_1min_per_run": r["loads"], "extra_args": commands[name]}
+
+    out = summary("main")
+    if variants:
+        out["variants"] = {k: summary(k) for k in variants}
+    return out
 
 
 def stream_ceiling(folder: Path, video: Path, seconds: float, windows: int, quick: bool = False) -> Dict[str, Any]:
@@ -292,6 +309,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--quick-peaks", action="store_true", help="tests: a quicker, lower, peak measurement")
     p.add_argument("--infer-arg", action="append", default=[], metavar="ARG",
                    help="extra e3d-infer argument for the streaming runs (repeatable), e.g. --infer-arg=--threads=1")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                   help="also run e3d-infer with these extra arguments (space-separated), interleaved with "
+                        "the main command in every repeat; repeatable, e.g. --variant 'fp32=--precision fp32'")
     args = p.parse_args(argv)
     from e3d_runtime.machine import describe
 
@@ -324,8 +344,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"streaming ({side} environment's e3d-infer) ...", file=sys.stderr)
     stream_runs(bins[side] / "e3d-infer", video, folder, args.seconds, 1, args.infer_arg)  # warm-up: blob cache, page cache
     ceiling = stream_ceiling(folder, video, args.seconds, 0, quick=args.quick_peaks)
+    variants = {}
+    for item in args.variant:
+        name, sep, rest = item.partition("=")
+        if not sep or not name:
+            p.error(f"--variant: expected NAME=ARGS, found {item!r}")
+        variants[name] = rest.split()
     result["stream"] = stream_runs(bins[side] / "e3d-infer", video, folder, args.seconds, args.repeats,
-                                   args.infer_arg)
+                                   args.infer_arg, variants)
     result["stream"]["environment"] = side
     ceiling["windows"] = result["stream"]["windows"]
     result["stream_ceiling"] = finish_ceiling(ceiling, result["stream"]["rtf_including_startup"],

@@ -138,10 +138,13 @@ def test_edge_benchmark_streams_through_e3d_infer_beside_its_ceiling(tmp_path, c
     make_tiny_spec(frames=4, size=32).save(arch)
     out = tmp_path / "edge.json"
     assert main(["--only-stream", "--model", str(arch), "--seconds", "2", "--repeats", "1",
-                 "--quick-peaks", "--workdir", str(tmp_path / "w"), "--json", str(out)]) == 0
+                 "--variant", "one_thread=--threads 1", "--quick-peaks", "--workdir", str(tmp_path / "w"),
+                 "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     s, c = r["stream"], r["stream_ceiling"]
     assert s["environment"] == "full" and s["windows"] >= 2 and len(s["load_avg_1min_per_run"]) == 1
+    v = s["variants"]["one_thread"]
+    assert v["extra_args"] == ["--threads", "1"] and v["windows"] == s["windows"] and v["rtf_including_startup"] > 0
     assert c["artifact"] == "openvino" and c["precision"] == "fp32" and len(c["peaks"]) == 2
     assert s["rtf_including_startup"] <= c["rtf_ceiling"] < c["rtf_ceiling_model_at_peak"]
     assert c["fraction_of_ceiling"] == pytest.approx(s["rtf_including_startup"] / c["rtf_ceiling"])
