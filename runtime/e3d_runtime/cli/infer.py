@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "machines; no gain measured on 2 cores)")
     src.add_argument("--decode-threads", type=int, default=0,
                      help="FFmpeg decoder threads (default 0: FFmpeg's choice, the fastest measured on 2 cores)")
+    src.add_argument("--decoder-resize", action="store_true",
+                     help="stream mode: FFmpeg scales frames to the model's resize size while converting "
+                          "them to RGB (about half the preprocessing CPU at 640x360); not bit-exact with "
+                          "the training preprocessing (docs/pipeline.md has the measured agreement)")
     src.add_argument("--labels", help="class names: text file (one per line) or JSON list")
     run = p.add_argument_group("inference")
     run.add_argument("--mode", choices=("auto", "video", "stream"), default="auto",
@@ -96,7 +100,7 @@ def _make_classifier(args: argparse.Namespace):
     labels = load_labels(args.labels) if args.labels else None
     kw: Dict[str, Any] = dict(labels=labels, batch_size=args.batch_size, top_k=args.top_k,
                               num_clips=args.clips, num_crops=args.crops,
-                              decode_threads=args.decode_threads)
+                              decode_threads=args.decode_threads, decoder_resize=args.decoder_resize)
     options: Dict[str, Any] = {}
     if args.streams is not None:
         options["streams"] = args.streams

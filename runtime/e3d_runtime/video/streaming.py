@@ -29,11 +29,14 @@ def windows(clf: "VideoClassifier", source: str, hop: float, max_reconnects: int
             reader_options: Mapping[str, Any]) -> Iterator[Dict[str, Any]]:
     """Decode + preprocess on the producer side: windows ready for the network."""
     live = is_stream_url(source) or reader_options.get("format") is not None
+    # decoder_resize: FFmpeg scales frames to the transform's resize size while converting
+    # them to RGB, so the numpy transform only crops and normalizes (not bit-exact)
+    size = clf.transform.resize_size if clf.decoder_resize else None
     if live:
         reader: Any = StreamReader(source, max_reconnects=max_reconnects,
-                                   threads=clf.decode_threads, **reader_options)
+                                   threads=clf.decode_threads, short_side=size, **reader_options)
     else:
-        reader = VideoReader(source, threads=clf.decode_threads, **reader_options)
+        reader = VideoReader(source, threads=clf.decode_threads, short_side=size, **reader_options)
     try:
         info = reader.info
         sc = clf.sampling
