@@ -162,7 +162,7 @@ def _tqdm(args: argparse.Namespace):
 def _seconds_bar(src: str, args: argparse.Namespace):
     """A progress bar in seconds of video for one file in stream mode (None if unknown)."""
     tqdm = _tqdm(args)
-    if tqdm is None:
+    if tqdm is None or not sys.stderr.isatty():  # tqdm would hide it; do not open the file for it
         return None
     from ..video.decode import VideoReader
 
