@@ -87,6 +87,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     clip_grad: Optional[float] = None
     amp: str = "auto"                    # auto | off | fp16 | bf16
+    # channels-last 3D weights and inputs: oneDNN's fast depthwise 3D conv path on CPU
+    # (E3D-S at 13x112, 2 threads: about half the time per training step)
+    channels_last: bool = False
     ema_decay: float = 0.0               # 0: no EMA
     seed: int = 0
     max_steps_per_epoch: Optional[int] = None
@@ -382,7 +385,8 @@ def load_checkpoint(path: str | os.PathLike) -> Dict[str, Any]:
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, *, batch_size: int = 32, temporal_views: int = 1,
              spatial_views: int = 1, dist_info: Optional[DistInfo] = None, num_workers: int = 0,
-             autocast_dtype: Optional[torch.dtype] = None, progress: bool = False) -> Dict[str, float]:
+             autocast_dtype: Optional[torch.dtype] = None, progress: bool = False,
+             channels_last: bool = False) -> Dict[str, float]:
     """Top-1/top-5 and loss; with several views the softmax of the views is averaged."""
     from timm.utils import accuracy
     from tqdm.auto import tqdm
@@ -397,6 +401,8 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 32, temporal_views:
     n = correct1 = correct5 = loss_sum = 0.0
     for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
         x, y = x.to(device), torch.as_tensor(y).to(device)
+        if channels_last and not multi:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             if multi:
                 b, v = x.shape[:2]
@@ -516,6 +522,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> D
         raise ConfigError(f"num_classes={num_classes} but the dataset has {len(classes)} classes")
 
     model = build_model(cfg, num_classes).to(dist_info.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
     # the saved config must describe the preprocessing the weights were trained with
     norm = {k: tuple(getattr(train_ds, k)) for k in ("mean", "std") if hasattr(train_ds, k)}
     model.pretrained_cfg.update(norm, frame_stride=getattr(train_ds, "frame_stride", cfg.frame_stride))
@@ -573,6 +581,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> D
             if cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch:
                 break
             x, y = x.to(dist_info.device, non_blocking=True), torch.as_tensor(y).to(dist_info.device)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
             with torch.autocast(dist_info.device.type, dtype=autocast_dtype,
                                 enabled=autocast_dtype is not None):
                 logits = ddp_model(x)
@@ -606,7 +616,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> D
         metrics = evaluate(eval_model, val_ds, batch_size=cfg.batch_size,
                            temporal_views=cfg.eval_temporal_views, spatial_views=cfg.eval_spatial_views,
                            dist_info=dist_info, num_workers=cfg.num_workers,
-                           autocast_dtype=autocast_dtype)
+                           autocast_dtype=autocast_dtype, channels_last=cfg.channels_last)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                "train_loss": loss_sum / max(seen, 1), "train_top1": 100 * correct / max(seen, 1),
                "val_loss": metrics["loss"], "val_top1": metrics["top1"], "val_top5": metrics["top5"],
@@ -639,6 +649,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> D
         if cfg.save_pretrained and history:
             from .hub import save_pretrained
 
+            # safetensors stores contiguous tensors only
+            eval_model = eval_model.to(memory_format=torch.contiguous_format)
             final = history[-1]
             save_pretrained(eval_model, out / "model", label_names=classes,
                             metrics={"dataset": cfg.data, "val_top1": round(final["val_top1"], 2),

@@ -2,6 +2,8 @@
 E3D-S's time to first prediction and the streaming CLI's real-time factor with start-up.
 
     python -m e3d_eval.bench_edge --json docs/pipeline/edge.json        # ~5 min on 2 cores
+    python -m e3d_eval.bench_edge --only-stream --source runs/synthetic/e3d_s_160/model \
+        --held-out synthetic --json docs/pipeline/edge_stream.json      # the 20x check (issue 15)
 
 What it does, in order (every figure is a median over ``--repeats`` runs):
 
@@ -11,26 +13,33 @@ What it does, in order (every figure is a median over ``--repeats`` runs):
 2. ``--help`` of every CLI as a process (wall clock from spawn to exit), and which heavy
    modules (torch, timm, a runtime, PyAV) that command imports; e3d-infer and e3d-export
    from the edge venv, the zoo's commands from this environment.
-3. Exports E3D-S (random weights: speed does not depend on them) with OpenVINO, encodes a
-   ``--seconds`` 640x360 30 fps H.264 video (e3d_eval.bench_pipeline's, 1 Mbit/s), and
-   runs the edge venv's ``e3d-infer VIDEO --artifact FOLDER --mode stream --hop 0.5``:
-   time from spawn to the first printed prediction, and the whole command's wall time,
-   whose ratio to the video's duration is the real-time factor including start-up.
+3. Exports E3D-S with OpenVINO: random weights (speed does not depend on them) at fp32, or
+   with ``--source`` trained weights through ``--precision auto`` judged on ``--held-out``
+   clips (e3d_export.precision), so the folder's default is the fastest artifact that
+   still agrees with fp32 here. Encodes a ``--seconds`` 640x360 30 fps H.264 video
+   (e3d_eval.bench_pipeline's, 1 Mbit/s), and runs ``e3d-infer VIDEO --artifact FOLDER
+   --mode stream --hop 0.5`` as a user would (the edge venv's; with ``--only-stream`` the
+   edge venv of ``--workdir`` if it exists, else this environment's): time from spawn to
+   the first printed prediction, and the whole command's wall time, whose ratio to the
+   video's duration is the real-time factor including start-up. Beside it, the ceiling
+   (e3d_eval.bench_pipeline.ceilings: the machine's peak for the artifact's precision,
+   measured before and after the runs, and one-thread decoding of the same video) and the
+   verdict against issue 15's goals.
 4. The stages before the first prediction, timed inside one edge-venv process (imports,
    model compile with and without OpenVINO's compiled-blob cache, first decode,
    preprocess, inference): cumulative ms since the interpreter started.
 5. Preprocessing alone: ms per 640x360 frame on one core, numpy vs torchvision's uint8
    kernel (the implementation before this issue), interleaved.
 
-The JSON records the CPU model and flags and the load average around each step: these
-machines are shared, so compare figures from one run, and re-measure on a quiet machine.
+The JSON records the CPU model and flags, cores, the peaks used and the load average around
+each step and each stream run: these machines are shared, so compare figures from one run,
+and re-measure on a quiet machine.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -48,23 +57,6 @@ HEAVY = ("torch", "timm", "torchvision", "openvino", "onnxruntime", "av")
 COMMANDS = {"e3d-infer": ("edge", "e3d_runtime.cli.infer"), "e3d-export": ("edge", "e3d_runtime.cli.export"),
             "e3d-zoo": ("full", "e3d_zoo.cli.zoo"), "e3d-search": ("full", "e3d_zoo.cli.search"),
             "e3d-bench": ("full", "e3d_zoo.cli.bench"), "e3d-train": ("full", "e3d_zoo.cli.train")}
-
-
-def cpu_info() -> Dict[str, Any]:
-    """CPU model and the SIMD flags that decide inference speed."""
-    info: Dict[str, Any] = {"machine": platform.machine(), "cpu_count": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and "model" not in info:
-            info["model"] = value.strip()
-        if key.strip() == "flags" and "flags" not in info:
-            have = set(value.split())
-            info["flags"] = sorted(f for f in have if f.startswith(("avx", "amx", "fma", "sse4")))
-    return info
 
 
 def _median_ms(samples: Sequence[float]) -> float:
@@ -199,27 +191,104 @@ def first_prediction_breakdown(python: Path, folder: Path, video: Path, repeats:
 
 
 def stream_runs(exe: Path, video: Path, folder: Path, seconds: float, repeats: int,
-                extra: Sequence[str] = ()) -> Dict[str, Any]:
-    """Spawn-to-first-prediction and whole-command wall time of e3d-infer in stream mode."""
-    first, total = [], []
+                extra: Sequence[str] = (), variants: Optional[Dict[str, Sequence[str]]] = None) -> Dict[str, Any]:
+    """Spawn-to-first-prediction and whole-command wall time of e3d-infer in stream mode.
+
+    ``variants`` (name -> extra e3d-infer arguments) run interleaved with the main command,
+    one run of each per repeat, so they see the same load; each gets its own figures
+    under ``variants``."""
+    commands = {"main": list(extra), **{k: list(v) for k, v in (variants or {}).items()}}
+    runs: Dict[str, Dict[str, list]] = {k: {"first": [], "total": [], "loads": []} for k in commands}
+    windows = 0
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([str(exe), str(video), "--artifact", str(folder), "--mode", "stream",
-                                 "--hop", "0.5", "--no-progress", *extra],
-                                stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        first.append(time.perf_counter() - t0)
-        rest = proc.stdout.read()
-        if proc.wait() != 0 or not line:
-            raise RuntimeError(f"e3d-infer failed: {line}{rest[-500:]}")
-        total.append(time.perf_counter() - t0)
-        windows = 1 + rest.count("\n")
-    wall = statistics.median(total)
-    return {"first_prediction_median_ms": _median_ms(first), "first_prediction_all_ms": [round(1000 * t, 1) for t in first],
-            "wall_median_s": round(wall, 3), "wall_all_s": [round(t, 3) for t in total],
-            "windows": windows, "rtf_including_startup": round(seconds / wall, 2), "runs": repeats,
-            "extra_args": list(extra)}
+        for name, args in commands.items():
+            r = runs[name]
+            load0 = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([str(exe), str(video), "--artifact", str(folder), "--mode", "stream",
+                                     "--hop", "0.5", "--no-progress", *args],
+                                    stdout=subprocess.PIPE, text=True)
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            r["first"].append(time.perf_counter() - t0)
+            rest = proc.stdout.read()
+            if proc.wait() != 0 or not line:
+                raise RuntimeError(f"e3d-infer {' '.join(args)} failed: {line}{rest[-500:]}")
+            r["total"].append(time.perf_counter() - t0)
+            r["loads"].append([round(load0, 2), round(os.getloadavg()[0], 2)])
+            windows = 1 + rest.count("\n")
+
+    def summary(name: str) -> Dict[str, Any]:
+        r = runs[name]
+        wall = statistics.median(r["total"])
+        return {"first_prediction_median_ms": _median_ms(r["first"]),
+                "first_prediction_all_ms": [round(1000 * t, 1) for t in r["first"]],
+                "wall_median_s": round(wall, 3), "wall_all_s": [round(t, 3) for t in r["total"]],
+                "windows": windows, "rtf_including_startup": round(seconds / wall, 2),
+                "rtf_all": [round(seconds / t, 2) for t in r["total"]], "runs": repeats,
+                "load_avg_1min_per_run": r["loads"], "extra_args": commands[name]}
+
+    out = summary("main")
+    if variants:
+        out["variants"] = {k: summary(k) for k in variants}
+    return out
+
+
+def stream_ceiling(folder: Path, video: Path, seconds: float, windows: int, quick: bool = False) -> Dict[str, Any]:
+    """What e3d-infer's default artifact of ``folder`` could reach here at most (see
+    e3d_eval.bench_pipeline): the machine's peak for its precision, one-thread decoding."""
+    from e3d_eval.bench_pipeline import decode_core_seconds
+    from e3d_runtime.machine import measure_peaks, usable_cores
+    from e3d_runtime.manifest import artifact_entry_for, artifact_precision, load_manifest
+    from e3d_zoo import complexity
+    from e3d_zoo.spec import ArchSpec
+
+    manifest = load_manifest(folder)
+    _, key, entry = artifact_entry_for(folder, manifest, ["openvino"])
+    precision = artifact_precision(entry)
+    pre = manifest["preprocess"]
+    spec = ArchSpec.from_dict(manifest["source"]["arch"])
+    macs = complexity.macs(spec, pre["num_frames"], pre["input_size"][1], num_classes=pre["num_classes"])
+    cores = usable_cores()
+    peaks = [measure_peaks(cores, precisions=sorted({"fp32", precision}), quick=quick)]
+    decode_s = min(decode_core_seconds(video, pre["frame_stride"]) for _ in range(2))
+    return {"artifact": key, "file": entry["file"], "precision": precision, "macs_per_window": macs,
+            "peaks": peaks, "decode_only_1thread_cpu_s": decode_s, "cores": cores,
+            "windows": windows, "seconds": seconds}
+
+
+def finish_ceiling(c: Dict[str, Any], rtf: float, quick: bool = False) -> Dict[str, Any]:
+    """Add the second peak measurement (after the runs), the ceilings and the verdict."""
+    from e3d_eval.bench_pipeline import ceilings, verdict
+    from e3d_runtime.machine import bound_gflops, cpu_info, measure_peaks
+
+    c["peaks"].append(measure_peaks(c["cores"], precisions=sorted({"fp32", c["precision"]}), quick=quick))
+    c["peak_gflops_used"] = max(bound_gflops(pk, c["precision"]) for pk in c["peaks"])
+    c.update(ceilings(c["seconds"], c["windows"], c["macs_per_window"], c["peak_gflops_used"],
+                      c["decode_only_1thread_cpu_s"], c["cores"]))
+    c["fraction_of_ceiling"] = rtf / c["rtf_ceiling"]
+    c["verdict"] = verdict(rtf, c["rtf_ceiling"], cpu_info(), "e3d-infer, start-up included")
+    return c
+
+
+def export_folder(work: Path, args: argparse.Namespace) -> Path:
+    """The folder e3d-infer runs: E3D-S fp32 with random weights, or ``--source`` through
+    ``--precision auto`` on ``--held-out`` clips."""
+    from e3d_export import export
+
+    if args.source:
+        folder = work / f"{Path(args.source).name}_auto"
+        if not (folder / "manifest.json").is_file():
+            print(f"exporting {args.source} with --precision auto ...", file=sys.stderr)
+            export(args.source, folder, openvino=True, precision="auto", held_out=args.held_out,
+                   n_calibration=args.calibration_clips,
+                   log=lambda msg: print(msg, file=sys.stderr))
+        return folder
+    folder = work / f"{args.model}_openvino"
+    if not (folder / "manifest.json").is_file():
+        print(f"exporting {args.model} ...", file=sys.stderr)
+        export(args.model, folder, openvino=True)
+    return folder
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -229,39 +298,68 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="video length (640x360, 30 fps)")
     p.add_argument("--workdir", help="keep the venv, export and video here (default: a temp dir)")
     p.add_argument("--model", default="e3d_s")
+    p.add_argument("--source", help="trained weights to export with --precision auto (a save-pretrained "
+                   "folder or checkpoint of --model's architecture) instead of random fp32 weights")
+    p.add_argument("--held-out", default="synthetic",
+                   help="with --source: the held-out clips auto-precision judges agreement on "
+                        "(default synthetic: the synthetic benchmark's val split)")
+    p.add_argument("--calibration-clips", type=int, default=32, help="with --source: INT8 calibration clips")
+    p.add_argument("--only-stream", action="store_true",
+                   help="only the streaming runs and their ceiling (no venv build, --help or stage timings)")
+    p.add_argument("--quick-peaks", action="store_true", help="tests: a quicker, lower, peak measurement")
+    p.add_argument("--infer-arg", action="append", default=[], metavar="ARG",
+                   help="extra e3d-infer argument for the streaming runs (repeatable), e.g. --infer-arg=--threads=1")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                   help="also run e3d-infer with these extra arguments (space-separated), interleaved with "
+                        "the main command in every repeat; repeatable, e.g. --variant 'fp32=--precision fp32'")
     args = p.parse_args(argv)
+    from e3d_runtime.machine import describe
+
     work = Path(args.workdir or tempfile.mkdtemp(prefix="e3d-edge-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    result: Dict[str, Any] = {"cpu": cpu_info(), "python": platform.python_version(),
-                              "load_avg_1min_start": round(os.getloadavg()[0], 2)}
-    print("building the edge venv ...", file=sys.stderr)
-    result["install"] = build_edge_venv(work / "edge-venv")
-    bins = {"edge": work / "edge-venv" / "bin", "full": Path(sys.executable).parent}
-    result["preprocess"] = preprocess_times(args.repeats)
-    print("timing --help ...", file=sys.stderr)
-    result["help"] = help_startup(bins, args.repeats)
+    result: Dict[str, Any] = {"machine": describe(), "load_avg_1min_start": round(os.getloadavg()[0], 2)}
+    edge_bin = work / "edge-venv" / "bin"
+    bins = {"edge": edge_bin, "full": Path(sys.executable).parent}
+    if not args.only_stream:
+        print("building the edge venv ...", file=sys.stderr)
+        result["install"] = build_edge_venv(work / "edge-venv")
+        result["preprocess"] = preprocess_times(args.repeats)
+        print("timing --help ...", file=sys.stderr)
+        result["help"] = help_startup(bins, args.repeats)
 
     from e3d_eval.bench_pipeline import make_video
-    from e3d_export import export
 
-    folder = work / f"{args.model}_openvino"
-    if not (folder / "manifest.json").is_file():
-        print(f"exporting {args.model} ...", file=sys.stderr)
-        export(args.model, folder, openvino=True)
+    folder = export_folder(work, args)
     video = make_video(work / f"video_{int(args.seconds)}s_640x360_30fps_1M.mp4", args.seconds,
                        bitrate="1M")
-    print("first prediction, by stage ...", file=sys.stderr)
-    edge_python = bins["edge"] / "python"
-    cache = work / "ov-cache"
-    result["first_prediction_stages_ms"] = {
-        "compile": first_prediction_breakdown(edge_python, folder, video, args.repeats),
-        "compiled_blob_cached": first_prediction_breakdown(edge_python, folder, video, args.repeats,
-                                                           str(cache))}
-    print("streaming ...", file=sys.stderr)
-    result["stream"] = stream_runs(bins["edge"] / "e3d-infer", video, folder, args.seconds, args.repeats)
+    side = "edge" if (edge_bin / "e3d-infer").exists() else "full"
+    if not args.only_stream:
+        print("first prediction, by stage ...", file=sys.stderr)
+        edge_python = bins["edge"] / "python"
+        cache = work / "ov-cache"
+        result["first_prediction_stages_ms"] = {
+            "compile": first_prediction_breakdown(edge_python, folder, video, args.repeats),
+            "compiled_blob_cached": first_prediction_breakdown(edge_python, folder, video, args.repeats,
+                                                               str(cache))}
+    print(f"streaming ({side} environment's e3d-infer) ...", file=sys.stderr)
+    stream_runs(bins[side] / "e3d-infer", video, folder, args.seconds, 1, args.infer_arg)  # warm-up: blob cache, page cache
+    ceiling = stream_ceiling(folder, video, args.seconds, 0, quick=args.quick_peaks)
+    variants = {}
+    for item in args.variant:
+        name, sep, rest = item.partition("=")
+        if not sep or not name:
+            p.error(f"--variant: expected NAME=ARGS, found {item!r}")
+        variants[name] = rest.split()
+    result["stream"] = stream_runs(bins[side] / "e3d-infer", video, folder, args.seconds, args.repeats,
+                                   args.infer_arg, variants)
+    result["stream"]["environment"] = side
+    ceiling["windows"] = result["stream"]["windows"]
+    result["stream_ceiling"] = finish_ceiling(ceiling, result["stream"]["rtf_including_startup"],
+                                              quick=args.quick_peaks)
+    result["verdict"] = result["stream_ceiling"]["verdict"]
     result["video"] = {"seconds": args.seconds, "size": [640, 360], "fps": 30, "bitrate_cap": "1M",
                        "mbit_per_s": round(video.stat().st_size * 8 / args.seconds / 1e6, 2)}
-    result["model"] = args.model
+    result["model"] = args.source or args.model
     result["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     text = json.dumps(result, indent=2)
     if args.json:
@@ -269,6 +367,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         atomic_write_text(args.json, text + "\n")
     print(text)
+    print(result["verdict"])
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Where OpenVINO's time goes: per-layer profile of an E3D IR, against the sgemm roofline.
+"""Where OpenVINO's time goes: per-layer profile of an E3D IR, against the machine's peak.
 
     python -m e3d_eval.profile_openvino                    # E3D-S, 1x3x13x160x160, 2 threads
     python -m e3d_eval.profile_openvino --model e3d_m --frames 16 --size 224 --json out.json
@@ -7,9 +7,11 @@ Compiles the deployable IR with ``PERF_COUNT`` on, runs it ``--runs`` times, and
 the CPU plugin's per-layer times by kernel class: pointwise (1x1x1) convolutions,
 depthwise (grouped) convolutions, other convolutions, and the rest. Each class's MACs
 come from the exported ONNX graph (shape inference, ``Conv`` nodes by kernel and
-group), so its achieved GFLOP/s can be set against this machine's sgemm GFLOP/s,
-measured in the same process (torch, the same ``n`` as ``bench_export``). That shows
-which part of the network keeps the whole from reaching the roofline.
+group), so its achieved GFLOP/s can be set against this machine's peak for the IR's
+precision (:func:`e3d_runtime.machine.measure_peaks`, before and after the runs, the
+higher kept). That shows which part of the network keeps the whole from reaching the
+roofline. ``--precision bf16`` runs the fp32 IR at bf16, ``--precision int8`` profiles an
+NNCF INT8 IR (calibrated on random clips: for speed only).
 
 The wall time printed here is taken with the counters on (a little slower than
 ``bench_export``'s figure for the same IR). Pointwise and dense convolutions are told
@@ -26,7 +28,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -66,22 +68,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--model", default="e3d_s")
     p.add_argument("--frames", type=int, default=13)
     p.add_argument("--size", type=int, default=160)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="default: every usable core")
     p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--sgemm-n", type=int, default=1024)
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32")
     p.add_argument("--json", help="write the result here (atomically)")
     args = p.parse_args(argv)
 
     import openvino as ov
-    import torch
 
     import e3d_zoo
-    from e3d_eval.bench_export import sgemm_gflops, sgemm_runner
     from e3d_export import export_onnx, export_openvino, randomize_statistics
+    from e3d_runtime.machine import bound_gflops, describe, measure_peaks, usable_cores
     from e3d_zoo.atomic import atomic_write_text
     from e3d_zoo.runtime.base import load_backend
 
-    torch.set_num_threads(args.threads)
+    threads = args.threads or usable_cores()
     T, R = args.frames, args.size
     tmp = tempfile.TemporaryDirectory(prefix="e3d_profile_ov_")
     work = Path(tmp.name)
@@ -89,32 +90,36 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  scale_head=False)
     onnx_path = export_onnx(model, work / "model.onnx", frames=T, size=R)
     xml = export_openvino(onnx_path, work / "model.xml")
-    macs = conv_macs_by_class(onnx_path)
+    if args.precision == "int8":
+        from e3d_export.quantize import quantize_openvino_int8
 
-    backend = load_backend("openvino", xml, threads=args.threads, profile=True)  # fp32, 1 stream
+        calib = np.random.default_rng(1).standard_normal((4, 3, T, R, R), dtype=np.float32)
+        xml = quantize_openvino_int8(onnx_path, work / "model_int8.xml", calib)
+    macs = conv_macs_by_class(onnx_path)
+    machine = describe()
+    wanted = sorted({"fp32", args.precision})
+    peaks = [measure_peaks(threads, precisions=wanted)]
+    backend = load_backend("openvino", xml, threads=threads, profile=True,
+                           precision="bf16" if args.precision == "bf16" else "fp32")
     x = np.random.default_rng(0).standard_normal((1, 3, T, R, R), dtype=np.float32)
-    gemm = sgemm_runner(args.sgemm_n)  # the roofline's sgemm, as bench_export times it
     for _ in range(3):
         backend.run(x)
-        gemm()
     per_class: Dict[str, List[float]] = defaultdict(list)
-    wall, sgemm = [], []
-    # sgemm first in each round: torch's OpenMP workers spin after a call, which would
-    # steal the cores from whatever ran right after them
+    kernels: Dict[str, set] = defaultdict(set)
+    wall = []
     for _ in range(args.runs):
-        t0 = time.perf_counter()
-        gemm()
-        sgemm.append(time.perf_counter() - t0)
-        time.sleep(0.05)
         t0 = time.perf_counter()
         backend.run(x)
         wall.append((time.perf_counter() - t0) * 1000.0)
         sums: Dict[str, float] = defaultdict(float)
         for layer in backend.layer_times():
-            sums[layer_class(layer["node_type"], layer["exec_type"])] += layer["ms"]
+            cls = layer_class(layer["node_type"], layer["exec_type"])
+            sums[cls] += layer["ms"]
+            kernels[cls].add(layer["exec_type"])
         for k in ("pointwise", "depthwise", "dense", "other"):
             per_class[k].append(sums.get(k, 0.0))
-    gemm_gflops = sgemm_gflops(args.sgemm_n, statistics.median(sgemm))
+    peaks.append(measure_peaks(threads, precisions=wanted))
+    peak = max(bound_gflops(pk, args.precision) for pk in peaks)
     total_macs = sum(macs.values())
     rows = []
     for k in ("pointwise", "depthwise", "dense", "other"):
@@ -122,22 +127,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         m = macs.get(k, 0.0)
         gflops = 2 * m / (ms / 1e3) / 1e9 if ms > 0 and m > 0 else None
         rows.append({"class": k, "ms": ms, "gmacs": m / 1e9, "gflops": gflops,
-                     "x_sgemm_time": (ms / (2 * m / (gemm_gflops * 1e9) * 1e3)) if m else None})
+                     "kernels": sorted(kernels[k]),
+                     "x_peak_time": (ms / (2 * m / (peak * 1e9) * 1e3)) if m else None})
     med_wall = statistics.median(wall)
-    roofline_ms = 2 * total_macs / (gemm_gflops * 1e9) * 1e3
-    result = {"model": args.model, "clip": [1, 3, T, R, R], "threads": args.threads,
-              "runs": args.runs, "openvino": ov.get_version(), "sgemm_gflops": gemm_gflops,
-              "wall_median_ms": med_wall, "roofline_ms": roofline_ms,
+    roofline_ms = 2 * total_macs / (peak * 1e9) * 1e3
+    machine["load_avg_end"] = describe()["load_avg"]
+    result = {"model": args.model, "clip": [1, 3, T, R, R], "threads": threads, "precision": args.precision,
+              "runs": args.runs, "openvino": ov.get_version(), "machine": machine, "peaks": peaks,
+              "peak_gflops": peak, "wall_median_ms": med_wall, "roofline_ms": roofline_ms,
               "x_roofline": med_wall / roofline_ms, "classes": rows}
-    print(f"{args.model} 1x3x{T}x{R}x{R}, {args.threads} threads, OpenVINO {ov.get_version()}: "
+    print(f"{args.model} 1x3x{T}x{R}x{R} {args.precision}, {threads} threads, OpenVINO {ov.get_version()}: "
           f"median {med_wall:.1f} ms = {result['x_roofline']:.2f} x roofline "
-          f"({roofline_ms:.1f} ms at sgemm {gemm_gflops:.1f} GFLOP/s)")
-    print("| layers | ms | share | GMACs | GFLOP/s | x its sgemm time |")
+          f"({roofline_ms:.1f} ms at the {args.precision} peak {peak:.1f} GFLOP/s)")
+    print("| layers | ms | share | GMACs | GFLOP/s | x its peak time |")
     print("|---|---:|---:|---:|---:|---:|")
     layer_total = sum(r["ms"] for r in rows)
     for r in rows:
         g = "" if r["gflops"] is None else f"{r['gflops']:.1f}"
-        xs = "" if r["x_sgemm_time"] is None else f"{r['x_sgemm_time']:.2f}"
+        xs = "" if r["x_peak_time"] is None else f"{r['x_peak_time']:.2f}"
         print(f"| {r['class']} | {r['ms']:.1f} | {100 * r['ms'] / layer_total:.0f}% | "
               f"{r['gmacs']:.3f} | {g} | {xs} |")
     unmatched = [r["class"] for r in rows if r["gmacs"] > 0 and r["ms"] == 0]

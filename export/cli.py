@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-top1", type=float,
                    help="fp16/bf16/int8 artifacts: minimum top-1 agreement with PyTorch "
                         "(defaults: fp16 1.0, int8 0.75)")
+    p.add_argument("--precision", choices=("fp32", "auto"), default="fp32",
+                   help="auto: also build bf16 (where the CPU has native bf16) and INT8 artifacts, measure "
+                        "each here, and make the fastest that agrees with fp32 PyTorch on --held-out clips "
+                        "the folder's default (needs trained weights; the manifest says what was tried)")
+    p.add_argument("--held-out", metavar="SRC",
+                   help="--precision auto: clips the network never trained on, from its training "
+                        "distribution: synthetic[:N[:SEED]] (the synthetic motion benchmark's val split, "
+                        "default 400 clips; calibration from its train split) or a .npy/.npz of "
+                        "normalized (N, C, T, H, W) clips (a .npz may add 'calibration')")
     p.add_argument("--no-verify", action="store_true", help="skip verification (not recommended)")
     p.add_argument("--benchmark", type=int, default=0, metavar="RUNS",
                    help="time each artifact over RUNS runs and record medians in the manifest")
@@ -69,6 +78,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError(f"--opset: expected 17 or newer, found {args.opset}")
     if args.min_top1 is not None and not 0.0 <= args.min_top1 <= 1.0:
         raise ConfigError(f"--min-top1: expected a fraction in [0, 1], found {args.min_top1}")
+    if args.held_out and args.precision != "auto":
+        raise ConfigError("--held-out: only used with --precision auto")
     if args.max_rel_err is not None and not args.max_rel_err > 0:
         raise ConfigError(f"--max-rel-err: expected a positive number, found {args.max_rel_err}")
     extra = None
@@ -84,7 +95,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
                       dynamic_batch=not args.static_batch, opset=args.opset, verify=not args.no_verify,
                       n_clips=args.clips, extra_clips=extra, n_calibration=args.calibration_clips,
                       criteria=criteria_overrides(args.max_rel_err, args.min_top1), threads=args.threads,
-                      benchmark_runs=args.benchmark, progress=not args.json, log=log)
+                      benchmark_runs=args.benchmark, precision=args.precision, held_out=args.held_out,
+                      progress=not args.json, log=log)
     if args.json:
         print_json({"out": args.out, **manifest})
         return 0
@@ -94,6 +106,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     for r in manifest["verification"]:
         print(f"  verified {r['name']:16s} on {r['backend']:11s} max rel err {r['max_rel_err']:.2e}  "
               f"cosine {r['min_cosine']:.6f}  top-1 {r['top1_agreement']:.2f}  ({r['criterion']})")
+    for runtime, sel in ((manifest.get("selection") or {}).get("runtimes") or {}).items():
+        print(f"  {runtime}: default artifact {sel['chosen']}: {sel['reason']}")
     for name, lat in (manifest.get("latency") or {}).items():
         print(f"  latency  {name:14s} median {lat['median_ms']:.1f} ms over {lat['runs']} runs "
               f"({lat['threads'] or 'default'} threads)")

@@ -86,15 +86,17 @@ class TemporalConv2d(nn.Module):
         if self.kt == 1:
             return y
         if self.shift_inputs:
-            # Shift the input once per tap instead of each tap's output: a per-frame conv
+            # Shift the input once per side tap instead of each tap's output: a per-frame conv
             # commutes with a frame shift, and zero frames stay zero (side taps carry no
-            # bias). One Pad serves every tap, and ONNX Runtime fuses the sum into the convs.
+            # bias), which lets ONNX Runtime fuse the sum into its convs. One Pad with a
+            # negative end is the whole shift (zeros in front, the last frames cut): one
+            # copy per tap, where Pad + Slice made two.
             nt, c, h, w = x.shape
-            padded = F.pad(x.reshape(-1, frames, c * h * w), (0, 0, centre, centre))
+            frames_view = x.reshape(-1, frames, c * h * w)
             for j, tap in enumerate(self.taps):
-                if j != centre:
-                    window = padded[:, j:j + frames].reshape(nt, c, h, w)
-                    y = y + tap(window)
+                s = j - centre  # tap j reads frame t + s
+                if s and abs(s) < frames:  # further out it reads only zeros
+                    y = y + tap(F.pad(frames_view, (0, 0, -s, s)).reshape(nt, c, h, w))
             return y
         for j, tap in enumerate(self.taps):
             if j != centre:

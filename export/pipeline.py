@@ -8,10 +8,11 @@ and PyTorch's logits on them are stored in the folder (``reference.npz``) so tha
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch.nn as nn
@@ -19,9 +20,10 @@ import torch.nn as nn
 from e3d_runtime.criteria import CRITERIA, Criteria, check_reference, criteria_for
 from e3d_runtime.reverify import save_reference
 from e3d_zoo.atomic import atomic_dir
-from e3d_zoo.errors import ExportError
+from e3d_zoo.errors import ConfigError, ExportError
 
 from .manifest import build_manifest, write_manifest
+from .precision import wants_bf16
 from .source import load_source
 from .verify import judge, random_clips, reference_logits, verify_backend
 
@@ -109,6 +111,14 @@ class _ExportRun:
                                        "precision": "fp16 weights" if fp16_weights else "fp32"},
                            "openvino", "fp16" if fp16_weights else "fp32")
 
+    def openvino_bf16(self, xml: Path) -> Path:
+        """The fp32 IR run at bf16 (``INFERENCE_PRECISION_HINT``): bf16 is how the CPU plugin
+        computes, not how the IR stores weights, so it is the same file with another setting."""
+        return self.record("openvino_bf16", xml, {"weights_file": xml.with_suffix(".bin").name,
+                                                  "format": "openvino-ir", "precision": "bf16",
+                                                  "runtime_precision": "bf16", "weights_precision": "fp32"},
+                           "openvino", "bf16", precision="bf16")
+
     def onnx_fp16(self, src: Path) -> Path:
         from .onnx import export_onnx_fp16
 
@@ -171,7 +181,9 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
            extra_clips: Optional[np.ndarray] = None, calibration_clips: Optional[np.ndarray] = None,
            n_calibration: int = 16, criteria: Optional[Mapping[str, Criteria]] = None,
            threads: Optional[int] = None, benchmark_runs: int = 0,
-           trt_batch: Tuple[int, int, int] = (1, 1, 8), progress: bool = False,
+           trt_batch: Tuple[int, int, int] = (1, 1, 8), precision: str = "fp32",
+           held_out: Optional[np.ndarray | str] = None, held_out_source: str = "",
+           selection_runs: int = 20, cpu_flags: Optional[Sequence[str]] = None, progress: bool = False,
            log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Export ``source`` (registered name, arch JSON, checkpoint or nn.Module) into ``out_dir``.
 
@@ -183,6 +195,14 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
     an fp16 ONNX and OpenVINO fp16 weights; ``int8`` two Q/DQ ONNX (ORT's CPU form and
     TensorRT's) and, with ``openvino``, an NNCF IR; ``trt`` builds one engine per precision
     asked (fp32, plus fp16 / INT8 from the fp16 / TensorRT Q/DQ ONNX). Returns the manifest.
+
+    ``precision="auto"`` (needs trained weights and ``held_out`` clips of their training
+    distribution, (N, C, T, H, W) normalized, or a ``--held-out`` string for
+    :func:`.precision.load_held_out`): also builds bf16 (where the CPU has native
+    bf16) and INT8 CPU artifacts, OpenVINO's when it is installed, and per runtime keeps
+    the fastest that agrees with fp32 PyTorch on ``held_out`` (:mod:`.precision`);
+    ``calibration_clips`` should then come from the training data too. ``cpu_flags``
+    stands in for this CPU's flags when deciding what to build (tests).
     """
     if trt:  # fail before any work when TensorRT or CUDA is missing
         from .tensorrt import require_tensorrt
@@ -190,49 +210,58 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
         require_tensorrt("--trt (TensorRT engines)")
     if not (onnx or openvino or trt):
         raise ExportError("nothing to export: choose at least one of onnx, openvino, trt")
+    if precision not in ("fp32", "auto"):
+        raise ConfigError(f"precision: expected 'fp32' or 'auto', found {precision!r}")
+    auto = precision == "auto"
     say = log or (lambda msg: None)
     crit = {k: (criteria or {}).get(k, v) for k, v in CRITERIA.items()}
     model, source_info = load_source(source, arch=arch, num_classes=num_classes, frames=frames,
                                      size=size, pretrained=pretrained, seed=seed)
     spec = model.spec
     shape = (model.in_chans, spec.frames, spec.size)
+    if auto:
+        if isinstance(held_out, str):  # --held-out synthetic[:N] or a file
+            from .precision import load_held_out
+
+            held_out, calib_given, held_out_source = load_held_out(held_out, shape, n_calibration)
+            calibration_clips = calibration_clips if calibration_clips is not None else calib_given
+        held_out = _check_auto(held_out, shape, source_info)
+        openvino = openvino or importlib.util.find_spec("openvino") is not None
+        # a few real clips join the random ones, so every artifact is also verified on data
+        real = held_out[:4].astype(np.float16).astype(np.float32)
+        extra_clips = real if extra_clips is None else np.concatenate([extra_clips, real])
     clips = _prepare_clips(n_clips, extra_clips, shape)
     ref = reference_logits(model, clips)
     if verify:
         check_reference(ref, f"{spec.name}: PyTorch reference logits")
-    steps = 1 + lower_2d + openvino * (1 + fp16) + fp16 + int8 * (2 + openvino) + trt * (1 + fp16 + int8)
+    plan = {"lower_2d": lower_2d, "openvino": openvino, "fp16": fp16, "trt": trt,
+            "bf16": auto and openvino and wants_bf16(cpu_flags),
+            "int8_cpu": int8 or auto, "int8_trt": int8, "int8_openvino": (int8 or auto) and openvino}
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, desc="export", unit="artifact")
+        bar = tqdm(total=1 + sum(plan.values()) + openvino * fp16 + trt * (fp16 + int8) + auto,
+                   desc="export", unit="artifact")
     try:
         with atomic_dir(Path(out_dir)) as stage:
             run = _ExportRun(model, stage, clips, ref, verify=verify, benchmark_runs=benchmark_runs,
                              threads=threads, criteria=crit, opset=opset, batch=batch,
                              dynamic_batch=dynamic_batch, log=say, progress=bar)
-            onnx_path = run.onnx(model, "onnx", "3d")
-            # TensorRT, fp16 and INT8 start from the lowered graph when there is one
-            src = run.lowered() if lower_2d else onnx_path
-            if openvino:
-                run.openvino(onnx_path)
-                if fp16:
-                    run.openvino(onnx_path, fp16_weights=True)
-            fp16_src = run.onnx_fp16(src) if fp16 else None
             calib = calibration_clips
-            if int8 and calib is None:
+            if (int8 or auto) and calib is None:
                 calib = random_clips(n_calibration, frames=spec.frames, size=spec.size,
                                      in_chans=model.in_chans, seed=1)
-            if int8:
-                run.int8_onnx(src, calib, for_tensorrt=False)
-            int8_src = run.int8_onnx(src, calib, for_tensorrt=True) if int8 else None
-            if int8 and openvino:
-                run.int8_openvino(onnx_path, calib)
-            if trt:
-                for precision, engine_src in (("fp32", src), ("fp16", fp16_src), ("int8", int8_src)):
-                    if engine_src is not None:
-                        run.tensorrt(engine_src, precision, trt_batch)
-            reference = save_reference(stage, clips, ref)
+            _build_artifacts(run, plan, calib, trt_batch)
+            extra: Dict[str, Any] = {}
+            if auto:
+                from .precision import select
+
+                extra["selection"] = select(stage, run.artifacts, held_out, reference_logits(model, held_out),
+                                            threads=threads, runs=selection_runs, flags=cpu_flags,
+                                            held_out_source=held_out_source, log=say)
+                extra["default_artifacts"] = extra["selection"].pop("default_artifacts")
+                run.done("precision selection")
             C, T, R = shape
             input_spec = {"name": "clips", "layout": "NCTHW", "shape": [batch, C, T, R, R],
                           "dynamic_batch": dynamic_batch, "dtype": "float32",
@@ -244,15 +273,57 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
             manifest = build_manifest(stage, source=source_info, input_spec=input_spec,
                                       artifacts=run.artifacts, verification=run.results,
                                       latency=run.latency or None,
-                                      extra={"reference": reference,
+                                      extra={"reference": save_reference(stage, clips, ref),
                                              "criteria": {k: crit[k].to_dict() for k in sorted(used)},
                                              "lowering_criteria": LOWERING_CRITERIA.to_dict() if lower_2d else None,
-                                             "preprocess": _preprocess(model, T, R, C)})
+                                             "preprocess": _preprocess(model, T, R, C), **extra})
             write_manifest(stage, manifest)
     finally:
         if bar is not None:
             bar.close()
     return manifest
+
+
+def _build_artifacts(run: _ExportRun, plan: Mapping[str, bool], calib: Optional[np.ndarray],
+                     trt_batch: Tuple[int, int, int]) -> None:
+    """Every artifact ``plan`` asks for, in dependency order, into ``run``'s stage."""
+    onnx_path = run.onnx(run.model, "onnx", "3d")
+    # TensorRT, fp16 and INT8 start from the lowered graph when there is one
+    src = run.lowered() if plan["lower_2d"] else onnx_path
+    if plan["openvino"]:
+        xml = run.openvino(onnx_path)
+        if plan["fp16"]:
+            run.openvino(onnx_path, fp16_weights=True)
+        if plan["bf16"]:
+            run.openvino_bf16(xml)
+    fp16_src = run.onnx_fp16(src) if plan["fp16"] else None
+    if plan["int8_cpu"]:
+        run.int8_onnx(src, calib, for_tensorrt=False)
+    int8_src = run.int8_onnx(src, calib, for_tensorrt=True) if plan["int8_trt"] else None
+    if plan["int8_openvino"]:
+        run.int8_openvino(onnx_path, calib)
+    if plan["trt"]:
+        for precision, engine_src in (("fp32", src), ("fp16", fp16_src), ("int8", int8_src)):
+            if engine_src is not None:
+                run.tensorrt(engine_src, precision, trt_batch)
+
+
+def _check_auto(held_out: Optional[np.ndarray], shape: Tuple[int, int, int],
+                source_info: Mapping[str, Any]) -> np.ndarray:
+    """The held-out clips ``precision="auto"`` judges agreement on, checked."""
+    weights = str(source_info.get("weights", ""))
+    if weights.startswith("random initialization"):
+        raise ConfigError("precision auto: the weights are random; whether INT8 or bf16 still gives "
+                          "fp32's answers can only be judged on trained weights (a checkpoint, "
+                          "a save-pretrained folder or --pretrained)")
+    if held_out is None:
+        raise ConfigError("precision auto: needs held-out clips of the training distribution to judge "
+                          "agreement on (--held-out synthetic, or a .npy/.npz of clips)")
+    held_out = np.ascontiguousarray(held_out, dtype=np.float32)
+    C, T, R = shape
+    if held_out.ndim != 5 or held_out.shape[1:] != (C, T, R, R):
+        raise ConfigError(f"held-out clips: expected (N, {C}, {T}, {R}, {R}), found {held_out.shape}")
+    return held_out
 
 
 def criteria_overrides(max_rel_err: Optional[float] = None,

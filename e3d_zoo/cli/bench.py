@@ -81,8 +81,12 @@ def _load_on(backend: str, model, spec, workdir: Path, threads: int):
 
 def benchmark(target: str, *, backends: Sequence[str], batches: Sequence[int], threads: int,
               frames: Optional[int], size: Optional[int], warmup: int, runs: int,
-              rounds: int, num_classes: int = 400, progress: bool = False) -> Dict[str, Any]:
-    """Latency, throughput and peak memory of ``target`` on each backend (interleaved)."""
+              rounds: int, num_classes: int = 400, progress: bool = False,
+              peaks: str = "full") -> Dict[str, Any]:
+    """Latency, throughput and peak memory of ``target`` on each backend (interleaved), the
+    machine (CPU, flags, cores, load) and, unless ``peaks="off"``, its fp32 peak at
+    ``threads`` (:func:`e3d_runtime.machine.measure_peaks`) with each backend's median as a
+    multiple of the roofline ``2 x MACs / peak``."""
     import numpy as np
 
     from ..latency.profile import interleaved_times, load_average, summarize
@@ -145,12 +149,43 @@ def benchmark(target: str, *, backends: Sequence[str], batches: Sequence[int], t
     for n in names:
         results["backends"][n]["speedup_vs_" + ref] = (results["backends"][ref]["median_ms"]
                                                       / results["backends"][n]["median_ms"])
+    from e3d_runtime.machine import bound_gflops, describe, measure_peaks
+
+    from ..complexity import macs
+
+    measured = None if peaks == "off" else measure_peaks(threads, precisions=["fp32"], quick=peaks == "quick")
+    results["machine"] = describe(measured)
+    results["macs"] = macs(spec, spec.frames, spec.size, num_classes=num_classes)
+    if measured is not None:
+        peak = bound_gflops(measured, "fp32")
+        for n in names:
+            for batch, row in results["backends"][n]["batches"].items():
+                row["x_roofline"] = row["median_ms"] / (2e3 * int(batch) * results["macs"] / (peak * 1e9))
+            results["backends"][n]["x_roofline"] = results["backends"][n]["batches"][str(batches[0])]["x_roofline"]
+    results["verdict"] = bench_verdict(results)
     return results
 
 
+def bench_verdict(res: Dict[str, Any]) -> str:
+    """One line against issue 15's goals that a model benchmark can speak to."""
+    b = res["backends"]
+    parts = [f"verdict ({res['model']}, {res['threads']} thread(s))"]
+    if "onnxruntime" in b and "openvino" in b:
+        ratio = b["onnxruntime"]["median_ms"] / b["openvino"]["median_ms"]
+        parts.append(f"ONNX Runtime = {ratio:.2f}x OpenVINO fp32 (target <= 1.5 for the 2D-lowered export: "
+                     f"e3d-export --lower-2d; this benchmark runs the 3D graph)")
+    if all("x_roofline" in e for e in b.values()):
+        parts.append("x fp32 roofline: " + ", ".join(f"{n} {e['x_roofline']:.2f}" for n, e in b.items()))
+    else:
+        parts.append("no roofline (--peaks off)")
+    return "; ".join(parts)
+
+
 def _print_bench(res: Dict[str, Any]) -> None:
+    cpu = res["machine"]["cpu"]
     print(f"{res['model']}  clip {res['frames']} x {res['size']}^2  threads {res['threads']}  "
-          f"load {res['load_before']} -> {res['load_after']}")
+          f"load {res['load_before']} -> {res['load_after']}  on {cpu.get('model', '?')}, {cpu['cores']} cores, "
+          f"{' '.join(cpu['flags'])}")
     header = (f"{'backend':<12} {'batch':>5} {'median ms':>10} {'p90 ms':>9} {'p99 ms':>9} "
               f"{'p90/p50':>8} {'CPU ms':>8} {'clips/s':>9} {'peak RSS MB':>12}")
     print(header)
@@ -162,6 +197,7 @@ def _print_bench(res: Dict[str, Any]) -> None:
                   f"{row['p99_ms']:>9.2f} {row['spread_p90_p50']:>8.2f} {row['cpu_ms']:>8.2f} "
                   f"{row['clips_per_s']:>9.1f} "
                   f"{'' if peak is None else f'+{peak:.0f}':>12}")
+    print(res["verdict"])
 
 
 # ---- CLI -----------------------------------------------------------------------------------
@@ -179,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (runs x rounds in all)")
     p.add_argument("--num-classes", type=int, default=400)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--peaks", choices=("full", "quick", "off"), default="full",
+                   help="measure this machine's fp32 peak at --threads for the roofline (full: best of "
+                        "numpy, torch and OpenVINO kernels over several sizes, ~20 s; quick: fewer; off)")
     g = p.add_argument_group("latency tables")
     g.add_argument("--profile-table", metavar="T.json",
                    help="measure missing layer units into this table (resumes an existing one)")
@@ -253,7 +292,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             res = benchmark(args.model, backends=_parse_list(args.backends, "backends"),
                             batches=_parse_list(args.batch, "batch", int), threads=args.threads,
                             frames=args.frames, size=args.size, warmup=args.warmup, runs=args.runs,
-                            rounds=args.rounds, num_classes=args.num_classes)
+                            rounds=args.rounds, num_classes=args.num_classes, peaks=args.peaks)
     from ..latency.table import LatencyTableWarning
 
     notes = [str(w.message) for w in caught if issubclass(w.category, LatencyTableWarning)]

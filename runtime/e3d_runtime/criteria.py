@@ -14,7 +14,12 @@ network whose logits are all ~1e-5, cannot pass by being small:
   top-1 is within the ``max_rel_err`` tolerance of the reference top-1 logit counts as
   agreeing: near-ties flip under any rounding and say nothing about the artifact;
 * ``min_topk``: mean overlap of the top-k class sets (k = ``topk``, at most half
-  the classes).
+  the classes);
+* ``min_exact_top1`` and ``max_prob_diff`` (off unless set): the share of clips whose
+  top-1 class is exactly the reference's, and the largest change of any class's softmax
+  probability. :func:`selection_criteria` sets them for ``e3d-export --precision auto``,
+  which asks a reduced precision to agree with fp32 on held-out clips of the training
+  distribution before it may replace fp32.
 
 One :class:`Criteria` per precision, in :data:`CRITERIA`; the INT8 ones are the
 loosest that still catch the faults INT8 can catch (see docs/export.md).
@@ -39,6 +44,8 @@ class Criteria:
     min_top1: float
     min_topk: float
     topk: int = 5
+    min_exact_top1: float = 0.0
+    max_prob_diff: float = 1.0
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -49,8 +56,13 @@ class Criteria:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def describe(self) -> str:
-        return (f"max_rel_err <= {self.max_rel_err:g}, cosine >= {self.min_cosine:g}, "
-                f"top-1 >= {self.min_top1:g}, top-k overlap >= {self.min_topk:g} (k <= {self.topk})")
+        s = (f"max_rel_err <= {self.max_rel_err:g}, cosine >= {self.min_cosine:g}, "
+             f"top-1 >= {self.min_top1:g}, top-k overlap >= {self.min_topk:g} (k <= {self.topk})")
+        if self.min_exact_top1 > 0:
+            s += f", exact top-1 >= {self.min_exact_top1:g}"
+        if self.max_prob_diff < 1:
+            s += f", probability change <= {self.max_prob_diff:g}"
+        return s
 
 
 # Calibrated on our CPUs (docs/export.md, "Verification" has the tables and commands):
@@ -68,6 +80,21 @@ CRITERIA: Dict[str, Criteria] = {
 }
 PRECISION_ALIASES = {"fp16 weights": "fp16", "float32": "fp32", "float16": "fp16", "f32": "fp32",
                      "f16": "fp16", "int8+fp16": "int8", "tf32": "fp32"}
+
+
+# `--precision auto` (issue 15): a reduced precision replaces fp32 only if, on held-out clips
+# of the training distribution, >= 99 % of the clips keep exactly fp32 PyTorch's top-1 class
+# and no class probability moves by more than 0.1, judged on at least SELECTION_MIN_CLIPS
+# clips (fewer cannot show 99 %). Fixed before any INT8/bf16 artifact was measured.
+SELECTION_MIN_EXACT_TOP1 = 0.99
+SELECTION_MAX_PROB_DIFF = 0.1
+SELECTION_MIN_CLIPS = 100
+
+
+def selection_criteria(precision: str) -> Criteria:
+    """The criteria of ``precision`` plus the exact-top-1 and probability bounds above."""
+    return criteria_for(precision, min_exact_top1=SELECTION_MIN_EXACT_TOP1,
+                        max_prob_diff=SELECTION_MAX_PROB_DIFF)
 
 
 def criteria_for(precision: str, **overrides: Any) -> Criteria:
@@ -92,6 +119,9 @@ class Agreement:
     topk_agreement: float
     reference_scale: float
     failed: List[str] = field(default_factory=list)
+    exact_top1: float = 0.0
+    max_prob_diff: float = 1.0
+    clips: int = 0
 
     @property
     def passed(self) -> bool:
@@ -133,6 +163,8 @@ def compare(ref: np.ndarray, got: np.ndarray, criteria: Criteria) -> Agreement:
     ref_k = np.argsort(-ref, axis=1)[:, :k]
     got_k = np.argsort(-got, axis=1)[:, :k]
     topk = float(np.mean([len(set(r) & set(g)) / k for r, g in zip(ref_k, got_k)])) if len(ref) else 1.0
+    exact = float(np.mean(ref.argmax(1) == got.argmax(1))) if len(ref) else 1.0
+    prob_diff = float(np.abs(_softmax(ref) - _softmax(got)).max()) if ref.size else 0.0
     failed = []
     if rel > criteria.max_rel_err:
         failed.append(f"max_rel_err {rel:.3g} > {criteria.max_rel_err:g}")
@@ -142,8 +174,18 @@ def compare(ref: np.ndarray, got: np.ndarray, criteria: Criteria) -> Agreement:
         failed.append(f"top-1 agreement {top1:.3f} < {criteria.min_top1:g}")
     if topk < criteria.min_topk:
         failed.append(f"top-{k} overlap {topk:.3f} < {criteria.min_topk:g}")
+    if exact < criteria.min_exact_top1:
+        failed.append(f"exact top-1 agreement {exact:.4f} < {criteria.min_exact_top1:g}")
+    if prob_diff > criteria.max_prob_diff:
+        failed.append(f"probability change {prob_diff:.3g} > {criteria.max_prob_diff:g}")
     return Agreement(max_abs_err=max_abs, max_rel_err=rel, min_cosine=cos, top1_agreement=top1,
-                     topk_agreement=topk, reference_scale=scale, failed=failed)
+                     topk_agreement=topk, reference_scale=scale, failed=failed, exact_top1=exact,
+                     max_prob_diff=prob_diff, clips=int(len(ref)))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
 def agrees(ref: np.ndarray, got: np.ndarray, precision: str, **overrides: Any) -> bool:

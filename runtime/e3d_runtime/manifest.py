@@ -43,7 +43,7 @@ PREPROCESS_VERSION = 1
 # artifact format in the manifest -> the backend that runs it
 FORMAT_BACKENDS = {"onnx": "onnxruntime", "openvino-ir": "openvino", "tensorrt-engine": "tensorrt"}
 # which of a folder's artifacts a backend runs when none is named: full precision first
-ARTIFACT_PREFERENCE = {"openvino": ("openvino", "openvino_fp16", "int8_openvino"),
+ARTIFACT_PREFERENCE = {"openvino": ("openvino", "openvino_fp16", "openvino_bf16", "int8_openvino"),
                        "onnxruntime": ("onnx", "onnx_2d", "int8_onnx"),
                        "tensorrt": ("tensorrt",)}
 
@@ -184,15 +184,59 @@ def preprocess_cfg(section: Mapping[str, Any], where: str = MANIFEST_NAME) -> Di
 
 
 def artifact_for(folder: str | os.PathLike, manifest: Mapping[str, Any],
-                 backends: Sequence[str]) -> tuple[str, Path]:
-    """(backend, file) of the folder's first artifact that one of ``backends`` runs, in
-    the order of ``backends`` and of :data:`ARTIFACT_PREFERENCE`."""
+                 backends: Sequence[str], *, precision: Optional[str] = None,
+                 flags: Optional[Sequence[str]] = None) -> tuple[str, Path]:
+    """(backend, file) of the folder's first artifact that one of ``backends`` runs; see
+    :func:`artifact_entry_for`."""
+    backend, _, entry = artifact_entry_for(folder, manifest, backends, precision=precision, flags=flags)
+    return backend, Path(folder) / str(entry["file"])
+
+
+def artifact_entry_for(folder: str | os.PathLike, manifest: Mapping[str, Any],
+                       backends: Sequence[str], *, precision: Optional[str] = None,
+                       flags: Optional[Sequence[str]] = None) -> tuple[str, str, Mapping[str, Any]]:
+    """(backend, artifact key, manifest entry) of the artifact to run, in the order of
+    ``backends``.
+
+    For each backend: with ``precision`` (fp32, bf16, int8) its artifact of that
+    precision; otherwise the one ``e3d-export --precision auto`` chose for it
+    (``default_artifacts``) when this CPU computes that precision natively (an INT8 choice
+    made on a VNNI machine is not kept on a CPU without int8 dot products, where INT8 ran
+    slower than fp32), else full precision first (:data:`ARTIFACT_PREFERENCE`).
+    ``flags``: the CPU flags to judge by (default: this machine's).
+    """
     artifacts = manifest.get("artifacts") or {}
+
+    def usable(key: Optional[str]) -> bool:
+        entry = artifacts.get(key) if key else None
+        return isinstance(entry, Mapping) and bool(entry.get("file"))
+
+    native = None
     for backend in backends:
-        for key in ARTIFACT_PREFERENCE.get(backend, ()):
-            entry = artifacts.get(key)
-            if isinstance(entry, Mapping) and entry.get("file"):
-                return backend, Path(folder) / str(entry["file"])
-    have = sorted(f"{k} ({v.get('format')})" for k, v in artifacts.items() if isinstance(v, Mapping))
-    raise ExportError(f"{folder}: no artifact for {' or '.join(backends)}; the folder has "
-                      f"{', '.join(have) or 'none'}")
+        keys = [k for k in ARTIFACT_PREFERENCE.get(backend, ()) if usable(k)]
+        keys += [k for k, e in artifacts.items() if usable(k) and k not in keys
+                 and FORMAT_BACKENDS.get(str(e.get("format"))) == backend]
+        if precision is not None:
+            keys = [k for k in keys if artifact_precision(artifacts[k]) == precision]
+        else:
+            chosen = (manifest.get("default_artifacts") or {}).get(backend)
+            if usable(chosen) and FORMAT_BACKENDS.get(str(artifacts[chosen].get("format"))) == backend:
+                if native is None:
+                    from .machine import cpu_info
+
+                    native = cpu_info(flags)["native"]
+                if native.get(artifact_precision(artifacts[chosen])) is not None:
+                    keys = [chosen] + [k for k in keys if k != chosen]
+        if keys:
+            return backend, keys[0], artifacts[keys[0]]
+    have = sorted(f"{k} ({v.get('format')}, {artifact_precision(v)})" for k, v in artifacts.items()
+                  if isinstance(v, Mapping))
+    wanted = " or ".join(backends) + (f" at {precision}" if precision else "")
+    raise ExportError(f"{folder}: no artifact for {wanted}; the folder has {', '.join(have) or 'none'}")
+
+
+def artifact_precision(entry: Mapping[str, Any]) -> str:
+    """fp32, bf16, fp16 or int8: what the artifact computes in (``runtime_precision`` for an
+    IR run at bf16; fp16-compressed weights still compute in fp32)."""
+    p = str(entry.get("runtime_precision") or entry.get("precision") or "fp32")
+    return {"fp16 weights": "fp32", "float32": "fp32", "f32": "fp32"}.get(p, p)

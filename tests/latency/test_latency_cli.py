@@ -19,9 +19,13 @@ def _json(capsys) -> dict:
 def test_benchmark_every_backend_that_runs_here(tiny_arch_file, capsys):
     backends = [b for b in ("torch", "onnxruntime", "openvino") if b in available_backends()]
     rc = bench_main([str(tiny_arch_file), "--backends", ",".join(backends), "--frames", "2",
-                     "--size", "32", "--rounds", "2", "--runs", "2", "--batch", "1,2", "--json"])
+                     "--size", "32", "--rounds", "2", "--runs", "2", "--batch", "1,2", "--peaks", "quick",
+                     "--json"])
     assert rc == 0
     res = _json(capsys)
+    cpu = res["machine"]["cpu"]
+    assert cpu["cores"] >= 1 and "flags" in cpu and res["machine"]["peaks"]["peak"]["fp32"]["gflops"] > 0
+    assert res["verdict"].startswith("verdict (") and "x fp32 roofline" in res["verdict"]
     assert list(res["backends"]) == backends
     for b in backends:
         e = res["backends"][b]
@@ -31,6 +35,7 @@ def test_benchmark_every_backend_that_runs_here(tiny_arch_file, capsys):
         assert e["runs"] == 4 and e["spread_p90_p50"] >= 1.0
         assert e["peak_rss_mb"] is None or e["peak_rss_mb"] > 0
         assert e["describe"]["backend"] == b
+        assert e["x_roofline"] > 1.0 and e["batches"]["2"]["x_roofline"] > 0  # tiny nets are far from the peak
 
 
 def test_unsupported_backend_fails_fast_naming_what_is_missing(tiny_arch_file, capsys):

@@ -117,3 +117,47 @@ def test_openvino_compile_cache_is_reused_with_identical_results(artifacts, clip
     second = load_backend("openvino", artifacts["openvino"], threads=1, cache_dir=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == blobs  # imported, not compiled again
     np.testing.assert_array_equal(first.run(clips), second.run(clips))
+
+
+def test_onnxruntime_runs_frame_shifts_in_its_blocked_layout(tmp_path):
+    """The lowered graph's frame shifts keep ONNX Runtime's NCHWc layout (no reorder pair
+    around every temporal conv): same outputs to the bit, fewer reorder nodes."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from e3d_export import export_onnx, lower_to_2d
+    from e3d_runtime.backends.base import load_backend
+    from e3d_runtime.machine import cpu_info
+    from tiny_arch import tiny_model
+
+    path = export_onnx(lower_to_2d(tiny_model()), tmp_path / "tiny_2d.onnx", frames=4, size=32)
+    folded = load_backend("onnxruntime", path, threads=1)
+    plain = load_backend("onnxruntime", path, threads=1, fold_reorders=False)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 32, 32), dtype=np.float32)
+    assert np.array_equal(folded.run(x), plain.run(x))
+    assert folded.metadata == plain.metadata and folded.metadata.get("lowered_2d")
+    assert plain.nchwc_folded is None and folded.describe()["nchwc_reorders_folded"] == folded.nchwc_folded
+    if "avx2" in cpu_info()["flags"]:  # MLAS has its NCHWc kernels on x86 with AVX2 and up
+        assert folded.nchwc_folded >= 1  # the tiny net's 16- and 32-channel temporal convs
+
+
+def test_openvino_backend_imports_the_runtime_without_the_model_converter(artifacts):
+    """e3d-infer's start-up skips OpenVINO's converter (ovc and its telemetry); whoever
+    needs ``openvino.convert_model`` later in the same process still gets it."""
+    pytest.importorskip("openvino")
+    import subprocess
+    import sys
+
+    xml = artifacts["openvino"]
+    code = (
+        "import sys\n"
+        "from e3d_runtime.backends.base import load_backend\n"
+        f"be = load_backend('openvino', {str(xml)!r}, threads=1)\n"
+        "assert 'openvino.tools.ovc' not in sys.modules, 'converter imported'\n"
+        "import openvino\n"
+        "from openvino import convert_model\n"
+        "assert callable(convert_model) and openvino.convert_model is convert_model\n"
+        "assert 'openvino.tools.ovc' in sys.modules\n"
+        "print(be.run(__import__('numpy').zeros((1, 3, 4, 32, 32), 'float32')).shape)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "(1, 7)"

@@ -351,3 +351,14 @@ def test_a_streamed_source_learns_its_orientation_from_the_first_frame(tmp_path)
     finally:
         server.close()
     assert np.array_equal(np.stack(frames), want)
+
+
+def test_short_side_scaling_follows_the_displayed_orientation(tmp_path):
+    """A rotated file scaled in the decoder comes out upright at the displayed aspect."""
+    img = np.zeros((64, 128, 3), np.uint8)
+    img[:, :32] = 255
+    path = encode_video(tmp_path / "rot.mp4", [img] * 3, fps=10, rotation=90)
+    with VideoReader(path, short_side=32) as r:
+        frame = next(iter(r.frames())).image
+    assert frame.shape == (64, 32, 3)  # displayed 128 x 64 -> short side 32
+    assert frame[-16:].mean() > 200 and frame[:-20].mean() < 30  # the white strip at the bottom

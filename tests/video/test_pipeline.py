@@ -374,3 +374,33 @@ def test_a_file_stream_runs_its_first_window_alone_then_batches(model, videos):
     clf = VideoClassifier(_BatchSizes([]), cfg, batch_size=4)
     n = sum(1 for _ in clf.stream(videos["bar"], hop=0.1))
     assert sizes[0] == 1 and sizes[1] == 4 and sum(sizes) == n
+
+
+def test_decoder_resize_scales_frames_in_swscale_and_keeps_the_windows(model, tmp_path):
+    """--decoder-resize: frames reach the transform at its resize size (aspect as
+    torchvision keeps it, rotation applied), so it only crops; the windows are the same
+    frames at the same times, their pixels within swscale's bilinear rounding of the
+    exact path's."""
+    from av.video.reformatter import VideoReformatter
+
+    from e3d_runtime.video.decode import VideoReader as Reader
+
+    path = encode_video(tmp_path / "wide.mp4", moving_bar(40, 96, 160), fps=30)  # 160x96 -> 53x32
+    exact = VideoClassifier.from_model(model, threads=1, batch_size=1)
+    fast = VideoClassifier.from_model(model, threads=1, batch_size=1, decoder_resize=True)
+    with Reader(path, short_side=fast.transform.resize_size) as r:
+        images = [f.image for f in r.frames(keep=lambda i, t: i % 2 == 0) if f.image is not None]
+    assert images[0].shape == (32, 53, 3)  # torchvision: short side 32, long int(32 * 160 / 96)
+    with Reader(path) as r:
+        frame = next(iter(r._container.decode(r._stream)))
+        expected = VideoReformatter().reformat(frame, width=53, height=32, format="rgb24",
+                                               interpolation="BILINEAR").to_ndarray()
+    assert np.array_equal(images[0], expected)
+    a = list(exact.stream(path, hop=0.25, return_probs=True))
+    b = list(fast.stream(path, hop=0.25, return_probs=True))
+    assert [(w["start_time"], w["end_time"]) for w in a] == [(w["start_time"], w["end_time"]) for w in b]
+    diff = max(float(np.abs(np.array(x["probs"]) - np.array(y["probs"])).max()) for x, y in zip(a, b))
+    assert 0 < diff < 0.05
+    # a frame no larger than the resize size is converted as is (no upscaling in swscale)
+    with Reader(path, short_side=200) as r:
+        assert next(f.image for f in r.frames()).shape == (96, 160, 3)

@@ -157,6 +157,23 @@ class Backend(ABC):
         return TimingStats.from_times(self.name, int(clips.shape[0]), times, self.threads)
 
 
+def time_interleaved(runners: Dict[str, Callable[[], Any]], *, runs: int = 20,
+                     warmup: int = 3) -> Dict[str, List[float]]:
+    """Wall-clock ms of each runner over ``runs`` rounds, one call of every runner per
+    round: on a shared machine load changes hit them all alike, so their medians compare.
+    """
+    for fn in runners.values():
+        for _ in range(max(warmup, 0)):
+            fn()
+    times: Dict[str, List[float]] = {k: [] for k in runners}
+    for _ in range(max(runs, 1)):
+        for name, fn in runners.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
 def load_backend(name: str, artifact: Any, **options: Any) -> Backend:
     """Load ``artifact`` (a path, or a module for torch) on backend ``name``."""
     return backend_class(name)(artifact, **options)

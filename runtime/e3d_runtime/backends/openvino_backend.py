@@ -18,13 +18,14 @@ of the same IR with the same settings imports the compiled blob instead of compi
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..errors import BackendError, install_hint, require
+from ..errors import BackendError, MissingDependencyError, install_hint, require
 from .base import Backend, register_backend
 
 # Layers that only convert memory layouts: inserted at an isolated unit's boundaries,
@@ -34,7 +35,44 @@ _PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16"
 
 
 def _ov():
+    if "openvino" not in sys.modules:
+        _import_runtime_only()
     return require("openvino", "openvino", "the OpenVINO backend")
+
+
+def _import_runtime_only() -> None:
+    """``import openvino`` without its model converter.
+
+    The package's ``__init__`` imports ``openvino.tools.ovc`` (the ONNX/PyTorch model
+    converter and its telemetry, which pulls in ``urllib.request``) only to offer
+    ``openvino.convert_model``, inside ``try: ... except ImportError``: 0.1-0.2 s of
+    every ``e3d-infer`` start (``python -X importtime``), for a tool a runtime never uses.
+    Marking that one submodule absent while the package initializes skips it;
+    ``openvino.convert_model`` stays available, imported on first use.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return
+    sys.modules["openvino.tools.ovc"] = None  # type: ignore[assignment]
+    try:
+        import openvino
+    except ImportError:  # a release that needs its converter at import: import it whole
+        sys.modules.pop("openvino.tools.ovc", None)
+        return
+    finally:
+        if sys.modules.get("openvino.tools.ovc", 0) is None:
+            del sys.modules["openvino.tools.ovc"]
+    if "convert_model" not in vars(openvino):
+        def __getattr__(name: str) -> Any:  # PEP 562: only for names the module lacks
+            if name == "convert_model":
+                from openvino.tools.ovc import convert_model
+
+                openvino.convert_model = convert_model
+                return convert_model
+            raise AttributeError(f"module 'openvino' has no attribute {name!r}")
+
+        openvino.__getattr__ = __getattr__
 
 
 @register_backend("openvino")
@@ -102,8 +140,8 @@ class OpenVINOBackend(Backend):
     @classmethod
     def availability(cls) -> tuple[bool, str]:
         try:
-            import openvino  # noqa: F401
-        except ImportError:
+            _ov()
+        except MissingDependencyError:
             return False, f"openvino is not installed ({install_hint('openvino', 'openvino')})"
         return True, ""
 
@@ -115,7 +153,9 @@ class OpenVINOBackend(Backend):
         return clips
 
     def run(self, clips: np.ndarray) -> np.ndarray:
-        self.request.infer({0: self._checked(clips)})
+        # share_inputs: the request reads the (contiguous float32) array in place instead
+        # of copying 4 MB per E3D-S window into its own tensor first
+        self.request.infer({0: self._checked(clips)}, share_inputs=True)
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     def submit(self, clips: np.ndarray) -> "Future[np.ndarray]":
@@ -142,7 +182,7 @@ class OpenVINOBackend(Backend):
     def _run_on_idle_request(self, clips: np.ndarray) -> np.ndarray:
         request = self._idle.get()
         try:
-            request.infer({0: clips})
+            request.infer({0: clips}, share_inputs=True)
             return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
         except Exception as exc:  # openvino raises RuntimeError with the plugin's message
             raise BackendError(f"{self.path.name}: inference failed: {exc}") from exc

@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="torch, onnxruntime, openvino or tensorrt (default: a folder's first "
                           "installed runtime of openvino, onnxruntime, tensorrt; a file's by its "
                           "extension; torch for --model)")
+    src.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                     help="which of an export folder's artifacts runs: auto (default) takes the one "
+                          "e3d-export --precision auto measured fastest and still right on the exporting "
+                          "machine, where this CPU computes its precision natively, else fp32")
     src.add_argument("--threads", type=int, default=None, help="inference threads (default: runtime's)")
     src.add_argument("--streams", type=int, default=None,
                      help="openvino: inference requests run at once, sharing --threads (default 1, "
@@ -51,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "machines; no gain measured on 2 cores)")
     src.add_argument("--decode-threads", type=int, default=0,
                      help="FFmpeg decoder threads (default 0: FFmpeg's choice, the fastest measured on 2 cores)")
+    src.add_argument("--decoder-resize", action="store_true",
+                     help="stream mode: FFmpeg scales frames to the model's resize size while converting "
+                          "them to RGB (about half the preprocessing CPU at 640x360); not bit-exact with "
+                          "the training preprocessing (docs/pipeline.md has the measured agreement)")
     src.add_argument("--labels", help="class names: text file (one per line) or JSON list")
     run = p.add_argument_group("inference")
     run.add_argument("--mode", choices=("auto", "video", "stream"), default="auto",
@@ -92,7 +100,7 @@ def _make_classifier(args: argparse.Namespace):
     labels = load_labels(args.labels) if args.labels else None
     kw: Dict[str, Any] = dict(labels=labels, batch_size=args.batch_size, top_k=args.top_k,
                               num_clips=args.clips, num_crops=args.crops,
-                              decode_threads=args.decode_threads)
+                              decode_threads=args.decode_threads, decoder_resize=args.decoder_resize)
     options: Dict[str, Any] = {}
     if args.streams is not None:
         options["streams"] = args.streams
@@ -103,6 +111,7 @@ def _make_classifier(args: argparse.Namespace):
         kw["backend_options"] = options
     if args.artifact and not args.model:
         clf = VideoClassifier.from_artifact(args.artifact, backend=args.backend, threads=args.threads,
+                                            precision=None if args.precision == "auto" else args.precision,
                                             **kw)
     else:
         try:
@@ -153,7 +162,7 @@ def _tqdm(args: argparse.Namespace):
 def _seconds_bar(src: str, args: argparse.Namespace):
     """A progress bar in seconds of video for one file in stream mode (None if unknown)."""
     tqdm = _tqdm(args)
-    if tqdm is None:
+    if tqdm is None or not sys.stderr.isatty():  # tqdm would hide it; do not open the file for it
         return None
     from ..video.decode import VideoReader
 
@@ -179,6 +188,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         raise ConfigError(f"--hop: expected seconds > 0, found {args.hop}")
     if not 0 <= args.smoothing < 1:
         raise ConfigError(f"--smoothing: expected 0 <= value < 1, found {args.smoothing}")
+    if args.precision != "auto" and not (args.artifact and not args.model):
+        raise ConfigError(f"--precision {args.precision}: picks among an export folder's artifacts; "
+                          "pass --artifact FOLDER (without --model)")
     if args.decode_threads < 0:
         raise ConfigError(f"--decode-threads: expected >= 0, found {args.decode_threads}")
     if args.streams is not None:

@@ -168,10 +168,14 @@ class VideoReader:
     ``threads``: decoder threads (0 = FFmpeg's choice). ``timeout``: seconds to wait
     when opening / reading a network stream. ``format`` / ``options`` go to
     ``av.open`` (e.g. ``format="v4l2"``, ``options={"rtsp_transport": "tcp"}``).
+    ``short_side``: scale frames whose displayed short side is longer down to it (aspect
+    kept as torchvision's resize keeps it) in the same swscale pass that converts them to
+    RGB (bilinear); ``None`` delivers the decoded size.
     """
 
     def __init__(self, source: Source, *, threads: int = 0, timeout: float = 10.0,
-                 format: Optional[str] = None, options: Optional[Dict[str, str]] = None):
+                 format: Optional[str] = None, options: Optional[Dict[str, str]] = None,
+                 short_side: Optional[int] = None):
         self.source = os.fspath(source)
         self._is_stream = is_stream_url(self.source) or format is not None
         if not self._is_stream and not Path(self.source).exists():
@@ -179,6 +183,8 @@ class VideoReader:
         if not self._is_stream and Path(self.source).is_file() and Path(self.source).stat().st_size == 0:
             raise VideoError(f"{self.source}: empty file (0 bytes), not a video")
         self._format, self._options, self._timeout, self._threads = format, options, timeout, threads
+        self._short_side = short_side
+        self._reformatter: Any = None
         self.frames_decoded = 0  # every frame the decoder produced, converted or not
         self._started = False
         self._open()
@@ -359,7 +365,20 @@ class VideoReader:
             yield early, k * fps_step
 
     def _to_rgb(self, frame: Any) -> np.ndarray:
-        return self._orientation.apply(frame.to_ndarray(format="rgb24"))
+        if self._short_side is None or min(frame.width, frame.height) <= self._short_side:
+            return self._orientation.apply(frame.to_ndarray(format="rgb24"))
+        from .transforms import resized_short_side
+
+        swap = self._orientation.swaps_axes
+        h, w = (frame.width, frame.height) if swap else (frame.height, frame.width)  # as displayed
+        rh, rw = resized_short_side(h, w, self._short_side)
+        if self._reformatter is None:
+            from av.video.reformatter import VideoReformatter
+
+            self._reformatter = VideoReformatter()  # keeps its swscale context across frames
+        small = self._reformatter.reformat(frame, width=rh if swap else rw, height=rw if swap else rh,
+                                           format="rgb24", interpolation="BILINEAR")
+        return self._orientation.apply(small.to_ndarray())
 
     def read(self, indices: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Frames at ``indices`` (repeats allowed) as ``(len, H, W, 3)`` uint8 plus their times.

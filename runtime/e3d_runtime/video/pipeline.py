@@ -31,7 +31,7 @@ import numpy as np
 
 from ..backends.base import Backend, canonical_backend_name, load_backend
 from ..errors import ConfigError, DataError, MissingDependencyError
-from ..manifest import MANIFEST_NAME, artifact_for, load_manifest, preprocess_cfg
+from ..manifest import MANIFEST_NAME, artifact_entry_for, load_manifest, preprocess_cfg
 from . import multiview, streaming
 from .sampling import SamplingConfig
 from .transforms import EvalTransform, MultiCropTransform
@@ -103,19 +103,32 @@ def installed_runtimes() -> List[str]:
     return [name for name in RUNTIME_ORDER if importlib.util.find_spec(name) is not None]
 
 
-def artifact_and_cfg(artifact: str | os.PathLike,
-                     backend: Optional[str] = None) -> Tuple[str, Path, Optional[Dict[str, Any]]]:
-    """(backend, artifact file, preprocessing config or None) for an e3d-export folder or
-    an exported file; the config comes from the folder's manifest (None: only the
-    artifact's own metadata can say)."""
+def artifact_and_cfg(artifact: str | os.PathLike, backend: Optional[str] = None, *,
+                     precision: Optional[str] = None
+                     ) -> Tuple[str, Path, Optional[Dict[str, Any]], Dict[str, Any]]:
+    """(backend, artifact file, preprocessing config or None, backend options) for an
+    e3d-export folder or an exported file.
+
+    In a folder the artifact is the one ``e3d-export --precision auto`` chose for the
+    backend, or the one of ``precision`` (:func:`e3d_runtime.manifest.artifact_entry_for`);
+    the options are how it must run (an IR chosen at bf16 runs with ``precision="bf16"``).
+    The config comes from the folder's manifest (None: only the artifact's own metadata
+    can say).
+    """
     path = Path(artifact)
+    options: Dict[str, Any] = {}
     if path.is_dir():
         manifest = load_manifest(path)
         wanted = [canonical_backend_name(backend)] if backend else installed_runtimes()
         if not wanted:
             raise MissingDependencyError("openvino", "openvino", f"running {path}")
-        backend, file = artifact_for(path, manifest, wanted)
+        backend, _, entry = artifact_entry_for(path, manifest, wanted, precision=precision)
+        file = path / str(entry["file"])
+        if entry.get("runtime_precision"):
+            options["precision"] = str(entry["runtime_precision"])
     elif path.is_file():
+        if precision is not None:
+            raise ConfigError(f"{path}: choosing a precision needs an export folder, not one file")
         file = path
         backend = backend or backend_for_artifact(path)
         if backend is None:
@@ -126,7 +139,7 @@ def artifact_and_cfg(artifact: str | os.PathLike,
         raise ConfigError(f"{path}: no such export folder or artifact file")
     section = (manifest or {}).get("preprocess")
     where = str(file.parent / MANIFEST_NAME)
-    return backend, file, (preprocess_cfg(section, where) if section is not None else None)
+    return backend, file, (preprocess_cfg(section, where) if section is not None else None), options
 
 
 class VideoClassifier:
@@ -135,7 +148,7 @@ class VideoClassifier:
     def __init__(self, backend: Backend, cfg: Mapping[str, Any], *,
                  labels: Optional[Sequence[str]] = None, batch_size: int = 8, top_k: int = 5,
                  num_clips: int = 4, num_crops: int = 3, decode_threads: int = 0,
-                 sampling: Optional[SamplingConfig] = None):
+                 sampling: Optional[SamplingConfig] = None, decoder_resize: bool = False):
         if batch_size < 1:
             raise ConfigError(f"batch_size: expected >= 1, found {batch_size}")
         if top_k < 1:
@@ -150,6 +163,10 @@ class VideoClassifier:
         self.batch_size = int(batch_size)
         self.top_k = int(top_k)
         self.decode_threads = decode_threads
+        # stream mode: let FFmpeg's swscale shrink frames to the resize size while it converts
+        # them to RGB (about half the preprocessing CPU at 640x360; its bilinear filter and
+        # uint8 rounding differ from the training transform's, so it is opt-in)
+        self.decoder_resize = bool(decoder_resize)
         names = labels if labels is not None else self.cfg.get("label_names")
         self.labels: Optional[List[str]] = list(names) if names else None
         n_cls = self.cfg.get("num_classes")
@@ -162,17 +179,18 @@ class VideoClassifier:
     def from_artifact(cls, artifact: str | os.PathLike, *, backend: Optional[str] = None,
                       threads: Optional[int] = None,
                       backend_options: Optional[Mapping[str, Any]] = None,
-                      **kwargs: Any) -> "VideoClassifier":
+                      precision: Optional[str] = None, **kwargs: Any) -> "VideoClassifier":
         """A classifier over an e3d-export folder or one exported file (``.xml``, ``.onnx``,
         ``.engine``).
 
         A folder runs its artifact for ``backend`` (default: the first installed of
-        OpenVINO, ONNX Runtime, TensorRT, full precision first). Preprocessing comes from
-        the folder's ``manifest.json`` (``preprocess``), for a file from the manifest
-        beside it, else from the file's own metadata.
+        OpenVINO, ONNX Runtime, TensorRT): the one ``e3d-export --precision auto`` chose
+        for it, else full precision first; ``precision`` (fp32, bf16, int8) asks for
+        another. Preprocessing comes from the folder's ``manifest.json`` (``preprocess``),
+        for a file from the manifest beside it, else from the file's own metadata.
         """
-        backend, file, cfg = artifact_and_cfg(artifact, backend)
-        be = load_backend(backend, file, threads=threads, **dict(backend_options or {}))
+        backend, file, cfg, options = artifact_and_cfg(artifact, backend, precision=precision)
+        be = load_backend(backend, file, threads=threads, **{**options, **dict(backend_options or {})})
         if cfg is None:
             cfg = cfg_from_metadata(getattr(be, "metadata", None) or {})
         return cls(be, cfg, **kwargs)

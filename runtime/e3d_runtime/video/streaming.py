@@ -29,11 +29,14 @@ def windows(clf: "VideoClassifier", source: str, hop: float, max_reconnects: int
             reader_options: Mapping[str, Any]) -> Iterator[Dict[str, Any]]:
     """Decode + preprocess on the producer side: windows ready for the network."""
     live = is_stream_url(source) or reader_options.get("format") is not None
+    # decoder_resize: FFmpeg scales frames to the transform's resize size while converting
+    # them to RGB, so the numpy transform only crops and normalizes (not bit-exact)
+    size = clf.transform.resize_size if clf.decoder_resize else None
     if live:
         reader: Any = StreamReader(source, max_reconnects=max_reconnects,
-                                   threads=clf.decode_threads, **reader_options)
+                                   threads=clf.decode_threads, short_side=size, **reader_options)
     else:
-        reader = VideoReader(source, threads=clf.decode_threads, **reader_options)
+        reader = VideoReader(source, threads=clf.decode_threads, short_side=size, **reader_options)
     try:
         info = reader.info
         sc = clf.sampling
@@ -161,7 +164,9 @@ def stream(clf: "VideoClassifier", source: str | os.PathLike, *, hop: float = 0.
         # that runs synchronously) plus waiting for results, on this thread only
         if pending:
             t0 = time.perf_counter()
-            started = clf.submit(np.stack([w["clip"] for w in pending]))
+            # one window needs no stacking copy: the producer already made it contiguous
+            clips = pending[0]["clip"][None] if len(pending) == 1 else np.stack([w["clip"] for w in pending])
+            started = clf.submit(clips)
             timing["infer_s"] += time.perf_counter() - t0
             in_flight.append((list(pending), started))
             pending.clear()
