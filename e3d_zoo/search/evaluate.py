@@ -10,7 +10,6 @@ so results are bit-for-bit equal to them (tests/search/test_evaluate.py).
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 from typing import NamedTuple, Optional, Sequence
 
 from .. import complexity
@@ -66,11 +65,10 @@ class FastEvaluator:
         e = self.caches[i].get(b)
         if e is None:
             bs = BlockSpec(*b)
-            macs = sum(layer.macs for layer in complexity.conv_layers(
-                SimpleNamespace(blocks=(bs,)), self.frames, self.h_macs[i]))
             e = (self.score.block_term(bs, self.frames, self.r_score[i]),
                  complexity.block_tinynas_flops(bs, self.frames, self.r_flops[i]),
-                 macs, complexity.block_params(bs), complexity.block_layers(bs))
+                 complexity.block_macs(bs, self.frames, self.h_macs[i]),
+                 complexity.block_params(bs), complexity.block_layers(bs))
             self.caches[i][b] = e
         return e
 
