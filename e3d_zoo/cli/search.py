@@ -12,25 +12,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import SearchError
-from ._common import EXIT_INTERRUPTED, add_json_flag, print_json, run_cli
+from ..spec import MAX_FRAMES, MAX_SIZE
+from ._common import (EXIT_INTERRUPTED, NON_NEGATIVE_INT, POSITIVE_INT, add_json_flag, float_in,
+                      float_list, int_in, print_json, run_cli)
 
 PROG = "e3d-search"
-
-
-def _number(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
-    return v
-
-
-def _weights(text: str) -> list[float]:
-    try:
-        return [float(w) for w in text.replace(" ", "").split(",") if w != ""]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers like 0,0,0,0,1, found {text!r}") from None
+_BUDGET = float_in(0, lo_open=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,34 +30,35 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search for the 3D CNN with the highest STEntr-Score under budgets, without "
                     "training (E3D, ICLR 2023). Writes the arch JSON for create_model().")
     g = p.add_argument_group("clip shape")
-    g.add_argument("--frames", type=int, default=13, help="frames T per clip (default 13)")
-    g.add_argument("--size", type=int, default=160, help="frame size R (default 160)")
+    g.add_argument("--frames", type=int_in(1, MAX_FRAMES), default=13,
+                   help="frames T per clip (default 13)")
+    g.add_argument("--size", type=int_in(1, MAX_SIZE), default=160, help="frame size R (default 160)")
     g = p.add_argument_group("budgets (any combination; at least one)")
-    g.add_argument("--budget-flops", type=_number, metavar="F",
+    g.add_argument("--budget-flops", type=_BUDGET, metavar="F",
                    help="tinynas FLOPs (the reference search's convention: conv, BN, ReLU, pooling)")
-    g.add_argument("--budget-macs", type=_number, metavar="M",
+    g.add_argument("--budget-macs", type=_BUDGET, metavar="M",
                    help="conv + linear multiply-adds incl. the classifier head")
-    g.add_argument("--budget-params", type=_number, metavar="P",
+    g.add_argument("--budget-params", type=_BUDGET, metavar="P",
                    help="parameters incl. the classifier head for --num-classes")
-    g.add_argument("--budget-layers", type=int, metavar="N",
+    g.add_argument("--budget-layers", type=POSITIVE_INT, metavar="N",
                    help="layers: 1 per plain conv + 3 per residual layer (E3D-S: 83)")
-    g.add_argument("--budget-latency-ms", type=_number, metavar="MS",
+    g.add_argument("--budget-latency-ms", type=_BUDGET, metavar="MS",
                    help="predicted latency; needs --latency-table")
     g.add_argument("--latency-table", metavar="T.json", help="latency table made by e3d-bench")
-    g.add_argument("--num-classes", type=int, default=400,
+    g.add_argument("--num-classes", type=POSITIVE_INT, default=400,
                    help="classes of the head counted by --budget-params/--budget-macs (default 400)")
     g = p.add_argument_group("search")
     g.add_argument("--score", default="stentr", metavar="NAME",
                    help=f"score to maximize: {', '.join(sorted(SCORES))} (default stentr)")
-    g.add_argument("--stage-weights", type=_weights, metavar="W1,...,W5",
+    g.add_argument("--stage-weights", type=float_list(), metavar="W1,...,W5",
                    help="weights of the stage scores (default: final stage only, 0,0,0,0,1)")
-    g.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
+    g.add_argument("--candidates", type=NON_NEGATIVE_INT, default=DEFAULT_CANDIDATES,
                    help=f"candidates to evaluate (default {DEFAULT_CANDIDATES:,})")
-    g.add_argument("--population", type=int, default=DEFAULT_POPULATION,
+    g.add_argument("--population", type=POSITIVE_INT, default=DEFAULT_POPULATION,
                    help=f"population size (default {DEFAULT_POPULATION})")
-    g.add_argument("--mutations", type=int, default=None,
+    g.add_argument("--mutations", type=POSITIVE_INT, default=None,
                    help="mutations per candidate (default: the space's, 2)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="random seed (default 0)")
     g.add_argument("--space", metavar="SPACE.json",
                    help="search-space overrides (same field names as the reference's "
                         "reference_search); default: the reference space")
@@ -79,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--channel-scales", metavar="S,...", help="override, e.g. 2,1.5,1.25,0.8,0.6,0.5")
     g.add_argument("--bottleneck-ratios", metavar="R,...", help="override, e.g. 1.5,2,2.5,3,3.5,4")
     g.add_argument("--layer-deltas", metavar="D,...", help="override, e.g. -2,-1,1,2")
-    g.add_argument("--max-channels", type=int, metavar="C", help="override the channel cap (640)")
+    g.add_argument("--max-channels", type=POSITIVE_INT, metavar="C",
+                   help="override the channel cap (640)")
     g.add_argument("--seed-arch", metavar="ARCH",
                    help="starting architecture: an arch JSON, zoo name (e3d_s) or TinyNAS text; "
                         "default: the reference seed structure")
@@ -88,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--name", help="name stored in the arch JSON (default: the --out stem)")
     g.add_argument("--checkpoint", metavar="CKPT.json",
                    help="checkpoint path (default: <out stem>.search-ckpt.json beside --out)")
-    g.add_argument("--checkpoint-every", type=int, default=DEFAULT_CHECKPOINT_EVERY,
+    g.add_argument("--checkpoint-every", type=POSITIVE_INT, default=DEFAULT_CHECKPOINT_EVERY,
                    help=f"candidates between checkpoints (default {DEFAULT_CHECKPOINT_EVERY:,})")
     g.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint (same settings; same result as "
