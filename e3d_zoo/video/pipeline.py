@@ -30,7 +30,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError, E3DError, VideoError, WeightsError
+from ..errors import BackendError, ConfigError, DataError, E3DError, VideoError, WeightsError
 from ..runtime.base import Backend, canonical_backend_name, load_backend
 from .decode import StreamReader, VideoReader, is_stream_url
 from .sampling import (SamplingConfig, TimeGridSampler, clip_indices, multi_view_indices,
@@ -52,15 +52,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def load_labels(path: str | os.PathLike) -> List[str]:
     """Class names from a text file (one per line) or JSON (list, or {index: name})."""
+    from ..atomic import read_text_limited
+
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such label file")
-    text = p.read_text(encoding="utf-8")
+    text = read_text_limited(p, 16 << 20, what="label file", error=DataError)
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p}: not valid JSON ({exc})") from exc
+        except (ValueError, RecursionError) as exc:
+            raise DataError(f"{p}: not valid JSON ({exc})") from None
         if isinstance(data, dict):
             try:
                 return [str(data[k]) for k in sorted(data, key=lambda k: int(k))]
@@ -98,21 +98,10 @@ def cfg_from_metadata(md: Mapping[str, Any]) -> Dict[str, Any]:
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Load a ``.safetensors`` or torch checkpoint (plain, or under 'state_dict'/'model')."""
-    p = Path(path)
-    if not p.is_file():
-        raise WeightsError(f"{p}: no such weights file")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from ..hub import read_state_dict
 
-            state = load_file(str(p))
-        else:
-            state = torch.load(str(p), map_location="cpu", weights_only=True)
-            for key in ("state_dict", "model"):
-                if isinstance(state, dict) and isinstance(state.get(key), dict):
-                    state = state[key]
-    except Exception as exc:  # noqa: BLE001 - torch/safetensors raise many types
-        raise WeightsError(f"{p}: cannot read weights: {exc}") from exc
+    p = Path(path)
+    state = read_state_dict(p)  # unwraps checkpoints; refuses pickles of objects and NaN/Inf
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -187,6 +176,7 @@ class VideoClassifier:
         self.decode_threads = decode_threads
         names = labels if labels is not None else self.cfg.get("label_names")
         self.labels: Optional[List[str]] = list(names) if names else None
+        self.artifact_check: Optional[Dict[str, Any]] = None  # from_model(artifact=...)
         n_cls = self.cfg.get("num_classes")
         if self.labels and n_cls and len(self.labels) != int(n_cls):
             raise DataError(f"labels: the model has {n_cls} classes, found {len(self.labels)} "
@@ -209,9 +199,21 @@ class VideoClassifier:
         random (speed tests only). With ``backend`` other than torch and no
         ``artifact``, the model is exported
         (e3d_export) into ``cache_dir`` first and that artifact is loaded.
+
+        With an ``artifact``, the artifact is what runs (on the backend its extension
+        names when ``backend`` is torch) and the model supplies the preprocessing; the
+        two must be the same network: :meth:`check_artifact` compares input and output
+        shapes, and, when the model has trained weights (``weights``, ``pretrained`` or a
+        save-pretrained folder), their logits on a probe clip. The result is in
+        ``artifact_check``.
         """
         from ..zoo import create_model
 
+        if artifact is not None and canonical_backend_name(backend) == "torch":
+            backend = backend_for_artifact(artifact) or ""
+            if not backend:
+                raise ConfigError(f"{artifact}: cannot tell the artifact's runtime from its "
+                                  "extension (.onnx, .xml, .engine); pass backend=")
         name = canonical_backend_name(backend)
         if isinstance(model, torch.nn.Module):
             module = model
@@ -228,13 +230,19 @@ class VideoClassifier:
         cfg = dict(module.pretrained_cfg)
         cfg["num_classes"] = getattr(module, "num_classes", cfg.get("num_classes"))
         opts = dict(backend_options or {})
+        given_artifact = artifact
         if name == "torch":
             be = load_backend("torch", module, threads=threads, **opts)
         else:
             if artifact is None:
                 artifact = _export_for(module, name, cfg, cache_dir)
             be = load_backend(name, artifact, threads=threads, **opts)
-        return cls(be, cfg, **kwargs)
+        clf = cls(be, cfg, **kwargs)
+        if given_artifact is not None:
+            trained = weights is not None or pretrained or (
+                not isinstance(model, torch.nn.Module) and Path(os.fspath(model)).is_dir())
+            clf.artifact_check = clf.check_artifact(module, given_artifact, compare_outputs=trained)
+        return clf
 
     @classmethod
     def from_artifact(cls, artifact: str | os.PathLike, *, backend: Optional[str] = None,
@@ -301,9 +309,54 @@ class VideoClassifier:
             started.append((n, self.backend.submit(chunk)))
         return started
 
-    @staticmethod
-    def _collect(started: List[Tuple[int, "Future[np.ndarray]"]]) -> np.ndarray:
-        return np.concatenate([softmax(f.result())[:n] for n, f in started], axis=0)
+    def _collect(self, started: List[Tuple[int, "Future[np.ndarray]"]],
+                 probabilities: bool = True) -> np.ndarray:
+        out = []
+        for n, f in started:
+            logits = np.asarray(f.result())[:n]
+            if not np.isfinite(logits).all():
+                # softmax of NaN is NaN and argsort still ranks it: a label with score nan
+                raise BackendError(f"{self.backend.name}: the model produced non-finite outputs "
+                                   "(NaN or Inf); its weights or the exported artifact are corrupt")
+            out.append(softmax(logits) if probabilities else logits)
+        return np.concatenate(out, axis=0)
+
+    def logits(self, clips: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Raw logits for clips ``(N, C, T, H, W)`` (what :meth:`predict` turns into probabilities)."""
+        return self._collect(self._submit(clips), probabilities=False)
+
+    def check_artifact(self, module: torch.nn.Module, artifact: str | os.PathLike, *,
+                       compare_outputs: bool, rtol: float = 0.25) -> Dict[str, Any]:
+        """ConfigError unless the loaded artifact is ``module``'s network: same input clip
+        shape and classes; with ``compare_outputs``, logits on two seeded clips within
+        ``rtol`` of the logits' scale. fp32 exports differ by ~1e-5 of it, fp16 ~1e-2,
+        INT8 a few 1e-2; another network (or other weights) differs by about its scale."""
+        name = getattr(getattr(module, "spec", None), "name", None) or type(module).__name__
+        c, h, w = (int(v) for v in self.cfg["input_size"])
+        x = np.random.default_rng(0).standard_normal((2, c, int(self.cfg["num_frames"]), h, w),
+                                                     dtype=np.float32)
+        what = f"{artifact}: not an export of --model {name}"
+        try:
+            got = self.logits(x)
+        except BackendError as exc:
+            raise ConfigError(f"{what}: it cannot take the model's {tuple(x.shape[1:])} clips "
+                              f"({exc})") from None
+        with torch.no_grad():
+            ref = module(torch.from_numpy(x)).float().numpy()
+        if got.shape != ref.shape:
+            raise ConfigError(f"{what}: it outputs {got.shape[-1]} classes, the model {ref.shape[-1]}")
+        report: Dict[str, Any] = {"artifact": str(artifact), "model": name, "shapes": "match"}
+        if not compare_outputs:
+            report["outputs"] = "not compared (the model has no trained weights)"
+            return report
+        err = float(np.max(np.abs(got - ref)))
+        scale = float(np.max(np.abs(ref))) or 1.0
+        if err > rtol * scale:
+            raise ConfigError(f"{what}: on the same probe clips their logits differ by up to "
+                              f"{err:.3g} (the model's logits reach {scale:.3g}); export the "
+                              "model again (e3d-export) or drop --model")
+        report.update(outputs="match", max_abs_err=err, logit_scale=scale)
+        return report
 
     # ---- whole video: multi-view --------------------------------------------------------
     def _video_views(self, source: str, num_clips: int, num_crops: int) -> Dict[str, Any]:
