@@ -11,19 +11,14 @@ import e3d_zoo
 from e3d_zoo import complexity, stentr
 from e3d_zoo.zoo import load_zoo_arch
 
-# shared/reference/E3D_DEFINITIONS.md and e3d_reference.json, check_values_e3d_s
-E3D_S = dict(stentr=202.855915, tinynas_flops=1952849600, macs=1865547776,
-             params_backbone=1976232, params=3846456, layers=83)
-
-
-def test_e3d_s_matches_every_reference_check_value():
+def test_e3d_s_matches_every_reference_check_value(e3d_s_checks):
     s = load_zoo_arch("e3d_s").summary(num_classes=400)
-    assert round(s["stentr"], 6) == E3D_S["stentr"]
-    assert s["tinynas_flops"] == E3D_S["tinynas_flops"]
-    assert s["macs"] == E3D_S["macs"]
-    assert s["params_backbone"] == E3D_S["params_backbone"]
-    assert s["params"] == E3D_S["params"]
-    assert s["layers"] == E3D_S["layers"]
+    assert round(s["stentr"], 6) == e3d_s_checks["stentr_score_T13_R160"]
+    assert s["tinynas_flops"] == e3d_s_checks["tinynas_flops_T13_R160"]
+    assert s["macs"] == e3d_s_checks["conv_linear_macs_T13_R160_400_classes"]
+    assert s["params_backbone"] == e3d_s_checks["params_backbone_without_head"]
+    assert s["params"] == e3d_s_checks["params_with_head_hidden2048_400_classes"]
+    assert s["layers"] == e3d_s_checks["layers"]
 
 
 def _score_by_definition(spec, T, R):
@@ -93,9 +88,10 @@ def test_macs_match_torch_flop_counter(tiny_spec, frames, size):
     assert complexity.macs(tiny_spec, frames, size, num_classes=7) == _count_macs(model, x)
 
 
-def test_e3d_s_macs_match_torch_flop_counter():
+def test_e3d_s_macs_match_torch_flop_counter(e3d_s_checks):
     model = e3d_zoo.create_model("e3d_s").eval()
-    assert _count_macs(model, torch.randn(1, 3, 13, 160, 160)) == E3D_S["macs"]
+    assert (_count_macs(model, torch.randn(1, 3, 13, 160, 160))
+            == e3d_s_checks["conv_linear_macs_T13_R160_400_classes"])
 
 
 @pytest.mark.parametrize("name", ["e3d_s", "e3d_m", "e3d_l"])

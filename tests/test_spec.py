@@ -12,22 +12,6 @@ from e3d_zoo import ArchError, ArchSpec, load_arch
 from e3d_zoo.spec import BLOCK_CLASSES
 from e3d_zoo.zoo import ZOO_MODELS, arch_path
 
-REFERENCE = "/work/shared/reference/e3d_reference.json"
-
-
-def _ref():
-    import os
-    import pathlib
-
-    here = pathlib.Path(__file__).resolve().parent.parent
-    path = here.parent / "shared" / "reference" / "e3d_reference.json"
-    if not path.exists():
-        path = pathlib.Path(REFERENCE)
-    if not path.exists():
-        pytest.skip("shared/reference is not beside the checkout")
-    return json.loads(path.read_text())
-
-
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_shipped_arch_json_round_trips_byte_identical(name):
     path = arch_path(name)
@@ -38,8 +22,8 @@ def test_shipped_arch_json_round_trips_byte_identical(name):
 
 
 @pytest.mark.parametrize("name", ZOO_MODELS)
-def test_shipped_archs_are_the_reference_blocks(name):
-    ref = _ref()["models"][name]
+def test_shipped_archs_are_the_reference_blocks(name, reference):
+    ref = reference["models"][name]
     spec = load_arch(arch_path(name))
     assert [b.to_dict() for b in spec.blocks] == ref["blocks"]
     assert (spec.frames, spec.size) == (ref["frames"], ref["size"])
@@ -60,8 +44,8 @@ def test_tinynas_text_is_parsed_without_eval(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def test_tinynas_reference_seed_structure_imports():
-    seed = _ref()["reference_search"]["seed_structure"]
+def test_tinynas_reference_seed_structure_imports(reference):
+    seed = reference["reference_search"]["seed_structure"]
     text = repr({"best_structures": [seed], "space_arch": "CnnNet"})
     spec = ArchSpec.from_tinynas_text(text, frames=13, size=160)
     assert len(spec.blocks) == 7 and spec.blocks[1].btn == 48
