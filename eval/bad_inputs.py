@@ -265,6 +265,13 @@ CASES: List[Case] = [
        "not a loadable checkpoint"),
     _c("e3d-train", f"{TRAIN} --output {{root}}/run --set data=folder --set data_root={{root}}/missing",
        "missing", "no such folder"),
+    _c("e3d-train", f"{TRAIN} --output {{root}}/run --set data=csv --set data_root={{root}}/adir "
+       "--set train_list={root}/binary.json --set val_list={root}/binary.json", "binary.json", NOT_UTF8),
+    _c("e3d-train", f"{TRAIN} --output {{root}}/run --set data=csv --set data_root={{root}}/adir "
+       "--set train_list=/dev/zero --set val_list=/dev/zero", "/dev/zero", NOT_FILE),
+    _c("e3d-train", f"{TRAIN} --output {{root}}/run --set data=ssv2 --set data_root={{root}}/adir "
+       "--set train_list={root}/ssv2_list.json --set val_list={root}/ssv2_list.json "
+       "--set label_map={root}/bad_map.json", "bad_map.json", "integer indices"),
     # ---- e3d-infer -------------------------------------------------------------------------
     _c("e3d-infer", f"{INFER} --hop 0 --mode stream", "--hop", "> 0", needs=V),
     _c("e3d-infer", f"{INFER} --hop nan --mode stream", "--hop", FINITE, needs=V),
@@ -416,6 +423,8 @@ def make_fixtures(root: str | os.PathLike, *, models: bool = True) -> Path:
     _write(root / "bad.toml", "lr = = 3\n")
     _write(root / "binary.jsonl", b"\xff\xfe" * 64)
     _write(root / "two_labels.txt", "left\nright\n")
+    _write(root / "ssv2_list.json", json.dumps([{"id": "1", "template": "Pushing [something]"}]))
+    _write(root / "bad_map.json", json.dumps({"Pushing something": "first"}))
     _write(root / "list.json", "[1, 2, 3]")
     _write(root / "top_list.json", "[1, 2, 3]")
     _write(root / "deep.json", "[" * 100_000 + "]" * 100_000)

@@ -327,10 +327,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
     report: Dict[str, Any] = {"cpu": cpu_info(), "commit": _git_commit(),
-                              "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                              "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                              "command": " ".join(sys.argv)}
+
+    def save() -> None:  # after each part: a long run that dies keeps what it measured
+        if args.out:
+            from e3d_zoo.atomic import atomic_write_text
+
+            atomic_write_text(args.out, json.dumps(report, indent=1, default=str) + "\n")
+
     if not args.skip_files:
         print(f"fuzzing {args.files} architecture files ...", file=sys.stderr)
         report["arch_files"] = fuzz_arch_files(args.files, args.seed, args.hang_s, args.slow_s, env)
+        save()
     if not args.skip_cli:
         with tempfile.TemporaryDirectory(prefix="e3d-bad-inputs-") as tmp:
             root = Path(tmp)
@@ -339,11 +348,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"running {len(CASES)} CLI cases ...", file=sys.stderr)
             report["cli"] = cli_table(root, dict(env, HOME=str(root / "home")), args.case_timeout,
                                       args.jobs)
-    text = json.dumps(report, indent=1, default=str)
-    if args.out:
-        from e3d_zoo.atomic import atomic_write_text
-
-        atomic_write_text(args.out, text + "\n")
+        save()
     summary = {k: v for k, v in report.get("arch_files", {}).items() if k != "examples"}
     cli = {k: v for k, v in report.get("cli", {}).items() if k not in ("rows", "failures")}
     print(json.dumps({"arch_files": summary, "cli": cli}, indent=1))
