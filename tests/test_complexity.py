@@ -118,3 +118,32 @@ def test_stage_weights_and_ablation(tiny_spec):
         stentr.stentr_score(tiny_spec, stage_weights=[1.0])
     # alpha < 1 for these shapes, so removing the refinement raises the score
     assert stentr.entropy_score(tiny_spec) != stentr.stentr_score(tiny_spec)
+
+
+def test_super_block_costs_are_closed_forms_equal_to_the_per_layer_sums(tiny_spec):
+    """Layers 2..L of a super-block are identical: O(1) per block, same numbers as summing."""
+    blocks = [b.to_dict() for b in tiny_spec.blocks]
+    blocks[2]["L"] = 256  # the largest L an arch file may hold
+    spec = e3d_zoo.ArchSpec.from_dict({**tiny_spec.to_dict(), "blocks": blocks})
+    per_layer = sum(layer.macs for layer in complexity.conv_layers(spec, 4, 32))
+    assert complexity.macs(spec, 4, 32, num_classes=None) == per_layer
+    by_layer_params = sum(c * b.btn + 4 * b.btn + b.btn * b.kt * b.k * b.k + b.btn * o + 2 * o
+                          for b in spec.blocks if b.is_super for c, o, _ in b.residual_layers())
+    plain = sum(complexity.block_params(b) for b in spec.blocks if not b.is_super)
+    assert complexity.params(spec, num_classes=None) == by_layer_params + plain
+    assert complexity.num_layers(spec) == sum(3 * b.L if b.is_super else 1 for b in spec.blocks)
+
+
+def test_a_clip_shape_the_network_cannot_take_is_an_error_everywhere():
+    from e3d_zoo.errors import ArchError
+    from e3d_zoo.zoo import spec_for
+
+    spec = load_zoo_arch("e3d_s")
+    for frames, size, needle in ((0, None, "frames"), (-1, None, "frames"), (None, 7, r"\[32, 8192\]")):
+        with pytest.raises(ArchError, match=needle):
+            spec.with_clip(frames, size)
+        with pytest.raises(ArchError, match=needle):
+            spec_for("e3d_s", frames=frames, size=size)
+    with pytest.raises(ArchError, match="frames"):
+        spec.replace(frames=0)
+    assert spec.with_clip(None, None) == spec and spec.with_clip(8, 32).size == 32
