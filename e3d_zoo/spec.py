@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -229,7 +230,9 @@ class ArchSpec:
                           name: str | None = None, source: str | None = None) -> "ArchSpec":
         where = source or "<tinynas>"
         try:
-            data = ast.literal_eval(text)
+            with warnings.catch_warnings():  # e.g. "invalid escape sequence": noise, not an answer
+                warnings.simplefilter("ignore")
+                data = ast.literal_eval(text)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
             raise ArchError(f"{where}: not a Python literal (TinyNAS structure text): {exc}") from None
         if isinstance(data, Mapping):
