@@ -59,6 +59,7 @@ MAX_FRAMES = 4096
 MAX_SIZE = 8192
 MAX_HEAD_HIDDEN = 65536
 MAX_FILE_BYTES = 1 << 20        # an arch file; E3D-L's is 2 kB
+MAX_TINYNAS_CHARS = 1 << 18     # Python-literal parsing costs ~1.5 s per MB; 256 structures fit
 MAX_NAME_CHARS = 128
 MAX_NOTES_CHARS = 65536
 MAX_PROVENANCE_CHARS = 1 << 18  # as JSON
@@ -229,6 +230,9 @@ class ArchSpec:
     def from_tinynas_text(cls, text: str, *, frames: int, size: int, index: int = 0,
                           name: str | None = None, source: str | None = None) -> "ArchSpec":
         where = source or "<tinynas>"
+        if len(text) > MAX_TINYNAS_CHARS:
+            raise ArchError(f"{where}: {len(text):,} characters of TinyNAS structure text; at most "
+                            f"{MAX_TINYNAS_CHARS:,} allowed")
         try:
             with warnings.catch_warnings():  # e.g. "invalid escape sequence": noise, not an answer
                 warnings.simplefilter("ignore")

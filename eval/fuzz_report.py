@@ -230,6 +230,7 @@ def fuzz_arch_files(n: int, seed: int, hang_s: float, slow_s: float, env: Dict[s
         "max_seconds": max(r["seconds"] for r in results),
         "max_peak_mb": max(r.get("peak_mb", 0.0) for r in results),
         "examples": bad[:20],
+        "slowest": sorted(results, key=lambda r: -r["seconds"])[:10],
     }
 
 
