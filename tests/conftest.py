@@ -30,6 +30,12 @@ def find_reference_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def reference_locations() -> tuple[Path, Path, tuple[str, ...]]:
+    """(beside the repo, committed copy, file names): for the test that compares them."""
+    return SHARED_REFERENCE, COMMITTED_REFERENCE, REFERENCE_FILES
+
+
+@pytest.fixture(scope="session")
 def reference_dir() -> Path:
     return find_reference_dir()
 
