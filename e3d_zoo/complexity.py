@@ -59,21 +59,47 @@ def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
     return size, size
 
 
+def _block_conv_layers(bi: int, b: BlockSpec, frames: int, h: int, w: int,
+                       n_layers: int) -> Iterator[ConvLayer]:
+    """The convs of block ``bi`` at input size (h, w): all of a plain block, those of the
+    first ``n_layers`` residual layers of a super-block."""
+    if not b.is_super:
+        yield ConvLayer(bi, 0, "conv", b.in_channels, b.out_channels, 1, b.kt, b.k, b.stride,
+                        frames, h, w, conv_out(h, b.k, b.stride), conv_out(w, b.k, b.stride))
+        return
+    for j, (c, o, s) in enumerate(b.residual_layers()):
+        if j >= n_layers:
+            return
+        ho, wo = conv_out(h, b.k, s), conv_out(w, b.k, s)
+        yield ConvLayer(bi, j, "pw1", c, b.btn, 1, 1, 1, 1, frames, h, w, h, w)
+        yield ConvLayer(bi, j, "dw", b.btn, b.btn, b.btn, b.kt, b.k, s, frames, h, w, ho, wo)
+        yield ConvLayer(bi, j, "pw2", b.btn, o, 1, 1, 1, 1, frames, ho, wo, ho, wo)
+        h, w = ho, wo
+
+
 def conv_layers(spec: ArchSpec, frames: int, size: int | tuple[int, int]) -> Iterator[ConvLayer]:
+    """Every conv of the built network, in order (latency tables time each one)."""
     h, w = _hw(size)
     for bi, b in enumerate(spec.blocks):
-        if not b.is_super:
-            ho, wo = conv_out(h, b.k, b.stride), conv_out(w, b.k, b.stride)
-            yield ConvLayer(bi, 0, "conv", b.in_channels, b.out_channels, 1, b.kt, b.k,
-                            b.stride, frames, h, w, ho, wo)
-            h, w = ho, wo
-            continue
-        for j, (c, o, s) in enumerate(b.residual_layers()):
-            ho, wo = conv_out(h, b.k, s), conv_out(w, b.k, s)
-            yield ConvLayer(bi, j, "pw1", c, b.btn, 1, 1, 1, 1, frames, h, w, h, w)
-            yield ConvLayer(bi, j, "dw", b.btn, b.btn, b.btn, b.kt, b.k, s, frames, h, w, ho, wo)
-            yield ConvLayer(bi, j, "pw2", b.btn, o, 1, 1, 1, 1, frames, ho, wo, ho, wo)
-            h, w = ho, wo
+        last = None
+        for last in _block_conv_layers(bi, b, frames, h, w, b.L):
+            yield last
+        h, w = last.h_out, last.w_out
+
+
+# Costs below are closed forms over a super-block's L residual layers: layers 2..L are
+# identical (out -> out channels, stride 1, same feature size), so each block costs
+# O(1) whatever its L, and nothing iterates per layer.
+
+def block_macs(b: BlockSpec, frames: int, size: int | tuple[int, int]) -> int:
+    """Multiply-adds of one top-level block whose input is ``size``."""
+    h, w = _hw(size)
+    first = sum(layer.macs for layer in _block_conv_layers(0, b, frames, h, w, 1))
+    if not b.is_super or b.L == 1:
+        return first
+    ho, wo = conv_out(h, b.k, b.stride), conv_out(w, b.k, b.stride)
+    rest = BlockSpec(b.kind, b.out_channels, b.out_channels, 1, b.kt, b.k, 1, b.btn)
+    return first + (b.L - 1) * sum(layer.macs for layer in _block_conv_layers(0, rest, frames, ho, wo, 1))
 
 
 def head_params(spec: ArchSpec, num_classes: int | None) -> int:
@@ -85,13 +111,15 @@ def head_params(spec: ArchSpec, num_classes: int | None) -> int:
     return f * num_classes + num_classes if num_classes else 0
 
 
+def _residual_params(c: int, o: int, b: BlockSpec) -> int:
+    return c * b.btn + 2 * b.btn + b.btn * b.kt * b.k * b.k + 2 * b.btn + b.btn * o + 2 * o
+
+
 def block_params(b: BlockSpec) -> int:
     if not b.is_super:
         return b.in_channels * b.out_channels * b.kt * b.k * b.k + 2 * b.out_channels
-    total = 0
-    for c, o, _ in b.residual_layers():
-        total += c * b.btn + 2 * b.btn + b.btn * b.kt * b.k * b.k + 2 * b.btn + b.btn * o + 2 * o
-    return total
+    return (_residual_params(b.in_channels, b.out_channels, b)
+            + (b.L - 1) * _residual_params(b.out_channels, b.out_channels, b))
 
 
 def params(spec: ArchSpec, num_classes: int | None = 400) -> int:
@@ -102,11 +130,28 @@ def params(spec: ArchSpec, num_classes: int | None = 400) -> int:
 def macs(spec: ArchSpec, frames: int, size: int | tuple[int, int],
          num_classes: int | None = 400) -> int:
     """Conv + linear multiply-adds for one clip (the paper's GFLOPs column)."""
-    total = sum(layer.macs for layer in conv_layers(spec, frames, size))
+    h, w = _hw(size)
+    total = 0
+    for b in spec.blocks:
+        total += block_macs(b, frames, (h, w))
+        h, w = conv_out(h, b.k, b.stride), conv_out(w, b.k, b.stride)
     if num_classes is not None:
         f, hid = spec.num_features, spec.head_hidden
         total += f * hid + hid * num_classes if hid else f * num_classes
     return total
+
+
+def _residual_tinynas_flops(c: int, o: int, s: int, b: BlockSpec, r_in: float) -> float:
+    bt = b.btn
+    ri2 = r_in ** 2
+    ro2 = (r_in / s) ** 2
+    f = (ri2 * (c * bt + 2 * bt)
+         + ro2 * (bt * b.kt * b.k ** 2 + 2 * bt)
+         + ro2 * (bt * o + 2 * o)
+         + ri2 * bt + ro2 * (bt + o))
+    if s == 2 and c == o:
+        f += ri2 * c
+    return f
 
 
 def block_tinynas_flops(b: BlockSpec, frames: int, r_in: float) -> float:
@@ -114,20 +159,9 @@ def block_tinynas_flops(b: BlockSpec, frames: int, r_in: float) -> float:
     r_out = r_in / b.stride
     if not b.is_super:
         return T * r_out ** 2 * (b.in_channels * b.out_channels * b.kt * b.k ** 2 + 3 * b.out_channels)
-    total = 0.0
-    bt = b.btn
-    for c, o, s in b.residual_layers():
-        ri2 = r_in ** 2
-        ro = r_in / s
-        ro2 = ro ** 2
-        f = (ri2 * (c * bt + 2 * bt)
-             + ro2 * (bt * b.kt * b.k ** 2 + 2 * bt)
-             + ro2 * (bt * o + 2 * o)
-             + ri2 * bt + ro2 * (bt + o))
-        if s == 2 and c == o:
-            f += ri2 * c
-        total += T * f
-        r_in = ro
+    total = T * _residual_tinynas_flops(b.in_channels, b.out_channels, b.stride, b, r_in)
+    if b.L > 1:
+        total += (b.L - 1) * (T * _residual_tinynas_flops(b.out_channels, b.out_channels, 1, b, r_out))
     return total
 
 

@@ -185,20 +185,63 @@ def model_card(config: Mapping[str, Any], metrics: Optional[Mapping[str, Any]] =
 def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, label_names: Optional[List[str]] = None,
                     metrics: Optional[Mapping[str, Any]] = None, repo_id: Optional[str] = None,
                     intended_use: Optional[str] = None) -> Path:
-    """Write a save-pretrained folder atomically (it appears whole or not at all)."""
-    from safetensors.torch import save_file
+    """Write a save-pretrained folder atomically (it appears whole or not at all).
 
+    The same weights give the same bytes (see :func:`safetensors_bytes`); files get the
+    usual umask permissions. An existing ``folder`` is replaced only if it is a
+    save-pretrained folder (it has ``config.json``) or empty.
+    """
     from .atomic import atomic_dir
 
     model = getattr(model, "module", model)  # DDP / EMA wrappers
     config = model_config(model, label_names)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     folder = Path(folder)
-    with atomic_dir(folder) as staging:
-        save_file(state, str(staging / WEIGHTS_NAME), metadata={"format": "pt", "library": LIBRARY_NAME})
+    with atomic_dir(folder, owned=_is_pretrained_folder, what="save-pretrained folder",
+                    marker=CONFIG_NAME) as staging:
+        (staging / WEIGHTS_NAME).write_bytes(safetensors_bytes(state, {"format": "pt",
+                                                                       "library": LIBRARY_NAME}))
         (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (staging / CARD_NAME).write_text(model_card(config, metrics, repo_id, intended_use), encoding="utf-8")
     return folder
+
+
+def _is_pretrained_folder(folder: Path) -> bool:
+    return (folder / CONFIG_NAME).is_file()
+
+
+def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """The safetensors file of ``state``, byte-for-byte the same for the same input.
+
+    ``safetensors`` keeps ``__metadata__`` in a Rust hash map, so its key order (and the
+    file's sha256) changes from process to process; the header is re-serialized with
+    sorted metadata keys. Offsets are unchanged: only key order moves inside the header,
+    which is padded with spaces to 8 bytes as the format requires.
+    """
+    import struct
+
+    from safetensors.torch import save
+
+    raw = save(dict(state), metadata=dict(metadata))
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    canonical = {"__metadata__": dict(sorted(meta.items()))} if meta else {}
+    canonical.update(header)
+    text = json.dumps(canonical, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + raw[8 + n:]
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """WeightsError naming the tensors that hold NaN or Inf: such weights give NaN logits,
+    which argmax turns into a confident-looking label."""
+    bad = [k for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise WeightsError(f"{source}: non-finite weights (NaN or Inf) in {bad[:5]}{more}; the "
+                           "checkpoint is corrupt or training diverged")
 
 
 # ---- locating files -------------------------------------------------------------
@@ -212,6 +255,12 @@ def parse_hub_id(source: str) -> Tuple[str, Optional[str]]:
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", rid) or (revision is not None and not revision):
         raise HubError(f"{source!r}: expected a Hub id like 'hf-hub:ORG/NAME' or "
                        "'hf-hub:ORG/NAME@REVISION'")
+    from huggingface_hub.utils import validate_repo_id
+
+    try:  # the Hub's own rules ('..', '--', leading dots, length), before any request
+        validate_repo_id(rid)
+    except ValueError as exc:
+        raise HubError(f"{source!r}: not a valid Hub repo id: {exc}") from None
     return rid, revision
 
 
@@ -401,6 +450,7 @@ def read_state_dict(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
                 break
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path}: expected a mapping of parameter names to tensors")
+    check_finite(state, str(path))
     return convert_reference_state_dict(dict(state))
 
 
@@ -602,6 +652,20 @@ def load_pretrained_weights(model: nn.Module, pretrained_cfg: Optional[Mapping[s
 
 # ---- pushing -------------------------------------------------------------------------
 
+def _network_errors() -> Tuple[type, ...]:
+    """Connection failures of the HTTP client huggingface_hub uses: requests' are OSErrors,
+    httpx's (huggingface_hub >= 1.0) are not."""
+    import importlib
+
+    errors: List[type] = [OSError]
+    for module in ("httpx", "httpx2"):
+        try:
+            errors.append(importlib.import_module(module).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
 def push_to_hub(folder: str | os.PathLike, repo_id: str, *, revision: Optional[str] = None,
                 commit_message: Optional[str] = None, private: Optional[bool] = None,
                 token: Optional[str] = None, create_pr: bool = False,
@@ -612,6 +676,9 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, *, revision: Optional[s
     from huggingface_hub import errors as hf_errors
 
     folder = Path(folder)
+    if not folder.is_dir():
+        raise WeightsError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}; "
+                           "push a save-pretrained folder (e3d-train's OUTPUT/model)")
     load_config(folder)  # refuse to publish something that will not load
     if not (folder / WEIGHTS_NAME).is_file():
         raise WeightsError(f"{folder}: no {WEIGHTS_NAME}; push a folder written by save_pretrained")
@@ -628,7 +695,7 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, *, revision: Optional[s
                                  allow_patterns=[WEIGHTS_NAME, CONFIG_NAME, CARD_NAME])
     except hf_errors.HfHubHTTPError as exc:
         raise HubError(f"push to {repo_id!r} at {api.endpoint} failed: {exc}") from None
-    except OSError as exc:
+    except _network_errors() as exc:
         raise HubError(f"push to {repo_id!r}: cannot reach {api.endpoint}: {exc}") from None
     except ValueError as exc:  # e.g. no token where one is required
         raise HubError(f"push to {repo_id!r}: {exc}") from None

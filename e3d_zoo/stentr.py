@@ -135,6 +135,8 @@ def stentr_score(spec: ArchSpec, frames: int | None = None, size: int | None = N
     if len(stage_weights) != len(scores):
         raise ArchError(f"stage_weights: expected {len(scores)} weights (one per stage of "
                         f"{spec.name or 'the architecture'}), found {len(stage_weights)}")
+    if not all(isinstance(w, (int, float)) and math.isfinite(w) for w in stage_weights):
+        raise ArchError(f"stage_weights: expected finite numbers, found {list(stage_weights)}")
     return weighted_sum(scores, stage_weights)
 
 

@@ -19,10 +19,12 @@ What it does, and where each piece comes from (timm has most of it):
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import time
 import tomllib
@@ -35,14 +37,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .atomic import atomic_path, atomic_write_text
-from .errors import ConfigError
+from .atomic import (atomic_path, atomic_write_text, output_lock, read_text_limited,
+                     remove_stale_temps)
+from .errors import ConfigError, OutputError
 
 CHECKPOINT_FORMAT = 1
 # Keys that change what is trained; resuming with a different value is refused.
 _RESUME_FIXED = ("model", "frames", "size", "num_classes", "head_hidden", "data", "data_root",
                  "train_list", "val_list", "train_clips", "val_clips", "data_seed",
                  "optimizer", "batch_size")
+# Settings a config file names as inputs: relative values resolve against the file's
+# folder, so a config runs the same from any working directory. ``model`` and ``init``
+# also take registered names and hf-hub: ids, so they resolve only when the file exists.
+# ``output`` stays relative to the working directory: one config, many places to run it.
+_INPUT_PATHS = ("data_root", "train_list", "val_list", "label_map")
+_INPUT_MAYBE_PATHS = ("model", "init")
+MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass
@@ -129,19 +139,30 @@ class TrainConfig:
         cfg = cls()
         if path is not None:
             path = Path(path)
+            text = read_text_limited(path, MAX_CONFIG_BYTES, what="config file", error=ConfigError)
+            kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
             try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
-            try:
-                data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-            except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-                kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
-                raise ConfigError(f"{path}: not valid {kind}: {exc}") from None
+                data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
+            except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
+                raise ConfigError(f"{path}: not valid {kind}: {exc or 'nested too deeply'}") from None
             if not isinstance(data, Mapping):
                 raise ConfigError(f"{path}: expected a table of settings, found {type(data).__name__}")
-            cfg = cls.from_mapping(data, str(path))
+            cfg = cls.from_mapping(data, str(path)).resolved_against(path.parent)
         return cfg.updated(overrides or {}, "command line")
+
+    def resolved_against(self, folder: Path) -> "TrainConfig":
+        """Relative input paths of a config file, made relative to its ``folder``."""
+        if folder == Path("."):
+            return self
+        changes: Dict[str, Any] = {}
+        for key in _INPUT_PATHS + _INPUT_MAYBE_PATHS:
+            value = getattr(self, key)
+            if not value or value.startswith("hf-hub:") or os.path.isabs(value):
+                continue
+            candidate = os.path.normpath(folder / value)
+            if key in _INPUT_PATHS or os.path.exists(candidate):
+                changes[key] = candidate
+        return dataclasses.replace(self, **changes)
 
     def updated(self, changes: Mapping[str, Any], where: str) -> "TrainConfig":
         fields = self.fields()
@@ -156,8 +177,15 @@ class TrainConfig:
         return cfg
 
     def validate(self, where: str = "<config>") -> None:
+        from .spec import MAX_FRAMES, MAX_HEAD_HIDDEN, MAX_SIZE
+
         def bad(key: str, expected: str) -> ConfigError:
             return ConfigError(f"{where}: {key}: expected {expected}, found {getattr(self, key)!r}")
+
+        for key, f in self.fields().items():  # inf/nan would train to NaN and still "finish"
+            v = getattr(self, key)
+            if "float" in str(f.type) and v is not None and not math.isfinite(v):
+                raise bad(key, "a finite number")
 
         if self.optimizer.lower() not in ("adamw", "sgd"):
             raise bad("optimizer", "'adamw' or 'sgd'")
@@ -171,12 +199,28 @@ class TrainConfig:
                     "eval_spatial_views", "frame_stride"):
             if getattr(self, key) < 1:
                 raise bad(key, "an integer >= 1")
-        for key in ("frames", "size", "num_classes", "max_steps_per_epoch"):
+        for key in ("num_classes", "max_steps_per_epoch", "scale_min", "scale_max"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise bad(key, "an integer >= 1 (or unset)")
+        for key, top in (("frames", MAX_FRAMES), ("size", MAX_SIZE)):
+            if getattr(self, key) is not None and not 1 <= getattr(self, key) <= top:
+                raise bad(key, f"an integer in [1, {top}] (or unset)")
+        if self.scale_min and self.scale_max and self.scale_min > self.scale_max:
+            raise bad("scale_min", f"at most scale_max ({self.scale_max})")
+        if self.head_hidden is not None and not 0 <= self.head_hidden <= MAX_HEAD_HIDDEN:
+            raise bad("head_hidden", f"an integer in [0, {MAX_HEAD_HIDDEN}] (or unset)")
         if self.lr <= 0 or self.min_lr < 0 or self.weight_decay < 0:
             raise ConfigError(f"{where}: lr must be > 0, min_lr and weight_decay >= 0; found "
                               f"{self.lr}, {self.min_lr}, {self.weight_decay}")
+        for key in ("drop_rate", "drop_path_rate"):
+            if not 0 <= getattr(self, key) < 1:
+                raise bad(key, "a number in [0, 1)")
+        if not 0 <= self.momentum <= 1:
+            raise bad("momentum", "a number in [0, 1]")
+        if not 0 < self.val_fraction < 1:
+            raise bad("val_fraction", "a number in (0, 1)")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise bad("clip_grad", "a number > 0 (or unset)")
         if not 0 <= self.label_smoothing < 1:
             raise bad("label_smoothing", "a number in [0, 1)")
         if not 0 <= self.ema_decay < 1:
@@ -328,14 +372,9 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         kwargs["head_hidden"] = cfg.head_hidden
     if cfg.model.startswith("hf-hub:"):
         model = create_model(cfg.model, pretrained=False, **kwargs)
-        if cfg.frames or cfg.size:
-            model.spec = model.spec.replace(frames=cfg.frames or model.spec.frames,
-                                            size=cfg.size or model.spec.size)
+        model.spec = model.spec.with_clip(cfg.frames, cfg.size)
     else:
-        spec = spec_for(cfg.model, frames=cfg.frames, size=cfg.size)
-        if cfg.frames or cfg.size:
-            spec = spec.replace(frames=cfg.frames or spec.frames, size=cfg.size or spec.size)
-        model = create_model(spec, **kwargs)
+        model = create_model(spec_for(cfg.model, frames=cfg.frames, size=cfg.size), **kwargs)
     if cfg.init:
         from .hub import load_weights
 
@@ -481,101 +520,164 @@ def plot_curve(history: List[Dict[str, Any]], path: Path, title: str = "") -> Op
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> Dict[str, Any]:
-    """Run (or resume) a training job; returns a summary dict (also ``summary.json``)."""
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import CosineLRScheduler
-    from timm.utils import ModelEmaV3, accuracy
-    from tqdm.auto import tqdm
+    """Run (or resume) a training job; returns a summary dict (also ``summary.json``).
 
+    The writing rank holds ``output``'s lock for the whole run, so a second job on the
+    same output fails at once (naming the first one's pid) instead of both overwriting
+    ``last.pt``; temporary files a killed run left in ``output`` are deleted first.
+    """
     dist_info = init_distributed()
     out = Path(cfg.output)
-    ckpt_path = out / "last.pt"
-    torch.manual_seed(cfg.seed)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is a file; the training output must be a folder "
+                          "(--output)")
+    with contextlib.ExitStack() as held:
+        if dist_info.is_main:
+            held.enter_context(output_lock(out, what="training output"))
+            remove_stale_temps(out)
+        return _Run(cfg, dist_info, resume, progress).run()
 
-    state = None
-    if resume:
-        if ckpt_path.is_file():
-            state = load_checkpoint(ckpt_path)
-            _check_resumable(state["config"], cfg, ckpt_path)
-        elif dist_info.is_main:
-            warnings.warn(f"{ckpt_path}: no checkpoint to resume from; starting from scratch")
 
-    # model shape first, so the datasets render clips of the right size
-    from .zoo import spec_for
+class _Run:
+    """One training job: setup, the epoch loop, the outputs. Each step is a method."""
 
-    if cfg.model.startswith("hf-hub:"):
-        probe_spec = None
-    else:
-        probe_spec = spec_for(cfg.model, frames=cfg.frames, size=cfg.size)
-    frames = cfg.frames or (probe_spec.frames if probe_spec else None)
-    size = cfg.size or (probe_spec.size if probe_spec else None)
-    if frames is None or size is None:
+    def __init__(self, cfg: TrainConfig, dist_info: DistInfo, resume: bool, progress: bool):
+        self.cfg, self.dist, self.progress = cfg, dist_info, progress
+        self.out = Path(cfg.output)
+        self.ckpt_path = self.out / "last.pt"
+        torch.manual_seed(cfg.seed)
+        self.state = self._resume_state() if resume else None
+
+    def _resume_state(self) -> Optional[Dict[str, Any]]:
+        if not self.ckpt_path.is_file():
+            if self.dist.is_main:
+                warnings.warn(f"{self.ckpt_path}: no checkpoint to resume from; starting from scratch")
+            return None
+        state = load_checkpoint(self.ckpt_path)
+        _check_resumable(state["config"], self.cfg, self.ckpt_path)
+        from .hub import check_finite
+
+        check_finite(state["model"], str(self.ckpt_path))
+        return state
+
+    def clip_shape(self) -> tuple[int, int]:
+        """(frames, size): the config's, else the architecture's (datasets render clips of it)."""
+        from .zoo import spec_for
+
+        cfg = self.cfg
+        if not cfg.model.startswith("hf-hub:"):
+            spec = spec_for(cfg.model, frames=cfg.frames, size=cfg.size)
+            return spec.frames, spec.size
         from .hub import load_config
 
-        hub_spec = load_config(cfg.model)["spec"]
-        frames, size = frames or hub_spec.frames, size or hub_spec.size
+        spec = load_config(cfg.model)["spec"].with_clip(cfg.frames, cfg.size)
+        return spec.frames, spec.size
 
-    train_ds, val_ds = build_datasets(cfg, frames, size)
-    classes = list(train_ds.classes)
-    num_classes = cfg.num_classes or len(classes)
-    if num_classes < len(classes):
-        raise ConfigError(f"num_classes={num_classes} but the dataset has {len(classes)} classes")
+    def build(self) -> None:
+        cfg, dist_info = self.cfg, self.dist
+        self.frames, self.size = self.clip_shape()
+        self.train_ds, self.val_ds = build_datasets(cfg, self.frames, self.size)
+        self.classes = list(self.train_ds.classes)
+        self.num_classes = cfg.num_classes or len(self.classes)
+        if self.num_classes < len(self.classes):
+            raise ConfigError(f"num_classes={self.num_classes} but the dataset has "
+                              f"{len(self.classes)} classes")
+        model = build_model(cfg, self.num_classes).to(dist_info.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last_3d)
+        # the saved config must describe the preprocessing the weights were trained with
+        norm = {k: tuple(getattr(self.train_ds, k)) for k in ("mean", "std") if hasattr(self.train_ds, k)}
+        model.pretrained_cfg.update(norm, frame_stride=getattr(self.train_ds, "frame_stride",
+                                                               cfg.frame_stride))
+        if self.state is not None:
+            model.load_state_dict(self.state["model"])
+        self.model = model
+        self.ddp_model = model
+        if dist_info.enabled:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[dist_info.local_rank] if dist_info.device.type == "cuda" else None)
 
-    model = build_model(cfg, num_classes).to(dist_info.device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
-    # the saved config must describe the preprocessing the weights were trained with
-    norm = {k: tuple(getattr(train_ds, k)) for k in ("mean", "std") if hasattr(train_ds, k)}
-    model.pretrained_cfg.update(norm, frame_stride=getattr(train_ds, "frame_stride", cfg.frame_stride))
-    if state is not None:
-        model.load_state_dict(state["model"])
-    ddp_model = model
-    if dist_info.enabled:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist_info.local_rank] if dist_info.device.type == "cuda" else None)
+    def build_optimization(self) -> None:
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import CosineLRScheduler
+        from timm.utils import ModelEmaV3
 
-    optimizer = create_optimizer_v2(model, opt=cfg.optimizer.lower(), lr=cfg.lr,
-                                    weight_decay=cfg.weight_decay, momentum=cfg.momentum)
-    steps_per_epoch = _steps_per_epoch(len(train_ds), cfg, dist_info)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = min(int(round(cfg.warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
-    scheduler = CosineLRScheduler(optimizer, t_initial=max(total_steps, 1), lr_min=cfg.min_lr,
-                                  warmup_t=warmup_steps, warmup_lr_init=cfg.lr * 0.01,
-                                  warmup_prefix=True, t_in_epochs=False)
-    autocast_dtype, scaler = _amp_setup(cfg, dist_info.device)
-    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        cfg = self.cfg
+        self.optimizer = create_optimizer_v2(self.model, opt=cfg.optimizer.lower(), lr=cfg.lr,
+                                             weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+        self.steps_per_epoch = _steps_per_epoch(len(self.train_ds), cfg, self.dist)
+        total_steps = self.steps_per_epoch * cfg.epochs
+        warmup_steps = min(int(round(cfg.warmup_epochs * self.steps_per_epoch)), max(total_steps - 1, 0))
+        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=max(total_steps, 1),
+                                           lr_min=cfg.min_lr, warmup_t=warmup_steps,
+                                           warmup_lr_init=cfg.lr * 0.01, warmup_prefix=True,
+                                           t_in_epochs=False)
+        self.autocast_dtype, self.scaler = _amp_setup(cfg, self.dist.device)
+        self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.start_epoch, self.history = 0, []
+        self.best: Dict[str, Any] = {"val_top1": -1.0, "epoch": -1}
+        state = self.state
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None and state.get("ema"):
+                self.ema.module.load_state_dict(state["ema"])
+            self.start_epoch = int(state["epoch"]) + 1
+            self.history = list(state["history"])
+            self.best = dict(state["best"])
+            if "torch_rng" in state:
+                torch.set_rng_state(state["torch_rng"])
+        self.scheduler.step_update(self.start_epoch * self.steps_per_epoch)
 
-    start_epoch, history, best = 0, [], {"val_top1": -1.0, "epoch": -1}
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema"):
-            ema.module.load_state_dict(state["ema"])
-        start_epoch = int(state["epoch"]) + 1
-        history = list(state["history"])
-        best = dict(state["best"])
-        if "torch_rng" in state:
-            torch.set_rng_state(state["torch_rng"])
-    scheduler.step_update(start_epoch * steps_per_epoch)
+    def run(self) -> Dict[str, Any]:
+        cfg, dist_info = self.cfg, self.dist
+        self.build()
+        self.build_optimization()
+        logger = _Logger(self.out, cfg.log, dist_info.is_main)
+        if dist_info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        eval_model = self.ema.module if self.ema is not None else self.model
+        for epoch in range(self.start_epoch, cfg.epochs):
+            t0 = time.time()
+            seen, correct, loss_sum = self.train_epoch(epoch)
+            metrics = evaluate(eval_model, self.val_ds, batch_size=cfg.batch_size,
+                               temporal_views=cfg.eval_temporal_views,
+                               spatial_views=cfg.eval_spatial_views, dist_info=dist_info,
+                               num_workers=cfg.num_workers, autocast_dtype=self.autocast_dtype,
+                               channels_last=cfg.channels_last)
+            row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+                   "train_loss": loss_sum / max(seen, 1), "train_top1": 100 * correct / max(seen, 1),
+                   "val_loss": metrics["loss"], "val_top1": metrics["top1"], "val_top5": metrics["top5"],
+                   "val_samples": metrics["samples"], "epoch_seconds": time.time() - t0}
+            self.history.append(row)
+            if metrics["top1"] > self.best["val_top1"]:
+                self.best = {"val_top1": metrics["top1"], "val_top5": metrics["top5"], "epoch": epoch + 1}
+            if dist_info.is_main:
+                self.save(epoch)
+                logger.write(self.history)
+                if self.progress:
+                    print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.3f} "
+                          f"top-1 {row['train_top1']:.1f} | val top-1 {row['val_top1']:.1f} "
+                          f"top-5 {row['val_top5']:.1f} | {row['epoch_seconds']:.0f}s", flush=True)
+        return self.finish(eval_model)
 
-    logger = _Logger(out, cfg.log, dist_info.is_main)
-    if dist_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+    def train_epoch(self, epoch: int) -> List[float]:
+        """One pass over the training shard; (clips seen, correct, summed loss) over all ranks."""
+        from timm.utils import accuracy
+        from tqdm.auto import tqdm
 
-    eval_model = ema.module if ema is not None else model
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.time()
-        ddp_model.train()
-        if hasattr(train_ds, "set_epoch"):
-            train_ds.set_epoch(epoch)
-        loader = _loader(train_ds, cfg.batch_size, True, cfg.seed, epoch, dist_info,
+        cfg, dist_info = self.cfg, self.dist
+        self.ddp_model.train()
+        if hasattr(self.train_ds, "set_epoch"):
+            self.train_ds.set_epoch(epoch)
+        loader = _loader(self.train_ds, cfg.batch_size, True, cfg.seed, epoch, dist_info,
                          cfg.num_workers, drop_last=True)
         bar = tqdm(loader, total=min(len(loader), cfg.max_steps_per_epoch or len(loader)),
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and dist_info.is_main),
-                   leave=False)
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (self.progress and dist_info.is_main), leave=False)
         seen = correct = loss_sum = 0.0
         for step, (x, y) in enumerate(bar):
             if cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch:
@@ -583,76 +685,71 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> D
             x, y = x.to(dist_info.device, non_blocking=True), torch.as_tensor(y).to(dist_info.device)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
-            with torch.autocast(dist_info.device.type, dtype=autocast_dtype,
-                                enabled=autocast_dtype is not None):
-                logits = ddp_model(x)
-                loss = criterion(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise ConfigError(f"epoch {epoch + 1} step {step}: the loss is {loss.item()}; "
-                                  f"lower lr (now {cfg.lr}) or turn amp off")
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if cfg.clip_grad:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if cfg.clip_grad:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                optimizer.step()
-            num_updates = epoch * steps_per_epoch + step + 1
-            scheduler.step_update(num_updates)
-            if ema is not None:
-                ema.update(model, step=num_updates)
+            logits, loss = self.step(x, y, epoch, step)
             seen += len(y)
             loss_sum += loss.item() * len(y)
             correct += accuracy(logits.detach().float(), y, topk=(1,))[0].item() * len(y) / 100
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", top1=f"{100 * correct / seen:.1f}")
         bar.close()
-        seen, correct, loss_sum = _all_reduce_sum([seen, correct, loss_sum], dist_info)
-        metrics = evaluate(eval_model, val_ds, batch_size=cfg.batch_size,
-                           temporal_views=cfg.eval_temporal_views, spatial_views=cfg.eval_spatial_views,
-                           dist_info=dist_info, num_workers=cfg.num_workers,
-                           autocast_dtype=autocast_dtype, channels_last=cfg.channels_last)
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-               "train_loss": loss_sum / max(seen, 1), "train_top1": 100 * correct / max(seen, 1),
-               "val_loss": metrics["loss"], "val_top1": metrics["top1"], "val_top5": metrics["top5"],
-               "val_samples": metrics["samples"], "epoch_seconds": time.time() - t0}
-        history.append(row)
-        if metrics["top1"] > best["val_top1"]:
-            best = {"val_top1": metrics["top1"], "val_top5": metrics["top5"], "epoch": epoch + 1}
-        if dist_info.is_main:
-            save_checkpoint(ckpt_path, {
-                "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": cfg.to_dict(),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else {},
-                "ema": ema.module.state_dict() if ema is not None else {},
-                "history": history, "best": best, "classes": classes,
-                "torch_rng": torch.get_rng_state()})
-            logger.write(history)
-            if progress:
-                print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.3f} "
-                      f"top-1 {row['train_top1']:.1f} | val top-1 {row['val_top1']:.1f} "
-                      f"top-5 {row['val_top5']:.1f} | {row['epoch_seconds']:.0f}s", flush=True)
+        return _all_reduce_sum([seen, correct, loss_sum], dist_info)
 
-    summary = {"output": str(out), "epochs": cfg.epochs, "world_size": dist_info.world_size,
-               "classes": classes, "num_classes": num_classes, "frames": frames, "size": size,
-               "final": history[-1] if history else None, "best": best,
-               "params": sum(p.numel() for p in model.parameters()),
-               "replicas_in_sync": _replicas_in_sync(model, dist_info),
-               "data": {name: ds.report() for name, ds in (("train", train_ds), ("val", val_ds))
-                        if hasattr(ds, "report")}}
-    if dist_info.is_main:
+    def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int):
+        cfg, model, scaler = self.cfg, self.model, self.scaler
+        with torch.autocast(self.dist.device.type, dtype=self.autocast_dtype,
+                            enabled=self.autocast_dtype is not None):
+            logits = self.ddp_model(x)
+            loss = self.criterion(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise ConfigError(f"epoch {epoch + 1} step {step}: the loss is {loss.item()}; "
+                              f"lower lr (now {cfg.lr}) or turn amp off")
+        self.optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if cfg.clip_grad:
+                scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if cfg.clip_grad:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            self.optimizer.step()
+        num_updates = epoch * self.steps_per_epoch + step + 1
+        self.scheduler.step_update(num_updates)
+        if self.ema is not None:
+            self.ema.update(model, step=num_updates)
+        return logits, loss
+
+    def save(self, epoch: int) -> None:
+        save_checkpoint(self.ckpt_path, {
+            "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "ema": self.ema.module.state_dict() if self.ema is not None else {},
+            "history": self.history, "best": self.best, "classes": self.classes,
+            "torch_rng": torch.get_rng_state()})
+
+    def finish(self, eval_model: nn.Module) -> Dict[str, Any]:
+        cfg, out, history = self.cfg, self.out, self.history
+        frames, size = self.frames, self.size
+        summary = {"output": str(out), "epochs": cfg.epochs, "world_size": self.dist.world_size,
+                   "classes": self.classes, "num_classes": self.num_classes, "frames": frames,
+                   "size": size, "final": history[-1] if history else None, "best": self.best,
+                   "params": sum(p.numel() for p in self.model.parameters()),
+                   "replicas_in_sync": _replicas_in_sync(self.model, self.dist),
+                   "data": {name: ds.report() for name, ds in (("train", self.train_ds),
+                                                               ("val", self.val_ds))
+                            if hasattr(ds, "report")}}
+        if not self.dist.is_main:
+            return summary
         if cfg.save_pretrained and history:
             from .hub import save_pretrained
 
             # safetensors stores contiguous tensors only
             eval_model = eval_model.to(memory_format=torch.contiguous_format)
             final = history[-1]
-            save_pretrained(eval_model, out / "model", label_names=classes,
+            save_pretrained(eval_model, out / "model", label_names=self.classes,
                             metrics={"dataset": cfg.data, "val_top1": round(final["val_top1"], 2),
                                      "val_top5": round(final["val_top5"], 2),
                                      "epochs": cfg.epochs, "frames": frames, "size": size})
@@ -661,7 +758,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> D
             png = plot_curve(history, out / "curve.png", title=f"{Path(cfg.model).stem} T={frames}")
             summary["curve"] = str(png) if png else None
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
-    return summary
+        return summary
 
 
 def _steps_per_epoch(n: int, cfg: TrainConfig, dist_info: DistInfo) -> int:

@@ -184,13 +184,10 @@ def spec_for(name_or_path: str | os.PathLike | ArchSpec, *, frames: Optional[int
              size: Optional[int] = None) -> ArchSpec:
     """The ArchSpec behind a registered name, an arch file, or a spec."""
     if isinstance(name_or_path, ArchSpec):
-        return name_or_path
+        return name_or_path.with_clip(frames, size)
     name = os.fspath(name_or_path)
     if name in ZOO_MODELS:
-        spec = load_zoo_arch(name)
-        if frames or size:
-            spec = spec.replace(frames=frames or spec.frames, size=size or spec.size)
-        return spec
+        return load_zoo_arch(name).with_clip(frames, size)
     if _looks_like_path(name) and not name.startswith(("hf-hub:", "local-dir:")):
         return load_arch(name, frames=frames, size=size)
     if timm_is_model(name):

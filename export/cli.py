@@ -11,9 +11,11 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from e3d_runtime.cli._common import add_json_flag, print_json, run_cli
+from e3d_runtime.cli._common import (NON_NEGATIVE_INT, POSITIVE_INT, add_json_flag, float_in,
+                                     int_in, print_json, run_cli)
 from e3d_runtime.errors import ConfigError
 from e3d_runtime.verify import add_folder_tasks, run_folder_task
+from e3d_zoo.spec import MAX_FRAMES, MAX_SIZE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", nargs="?",
                    help="registered model (e3d_s, e3d_m, e3d_l), arch JSON, checkpoint (.pth/.safetensors), "
                         "save-pretrained folder or hf-hub:ORG/NAME")
-    p.add_argument("--out", "-o", help="output folder (replaced atomically)")
+    p.add_argument("--out", "-o", help="output folder: created, or replaced atomically when it is "
+                   "an earlier export (a file or any other folder is refused)")
     p.add_argument("--onnx", action="store_true", help="ONNX (always written: the other formats derive from it)")
     p.add_argument("--openvino", action="store_true", help="OpenVINO IR, fp32 weights (+ fp16 with --fp16)")
     p.add_argument("--trt", action="store_true", help="TensorRT engine (needs tensorrt and a CUDA GPU)")
@@ -30,22 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="INT8 post-training quantization (ORT; NNCF with --openvino)")
     p.add_argument("--fp16", action="store_true", help="fp16 OpenVINO weights / TensorRT fp16 engine")
     p.add_argument("--arch", help="architecture (name or JSON) for a checkpoint that does not carry one")
-    p.add_argument("--num-classes", type=int, help="classifier size (default: the model's / checkpoint's)")
-    p.add_argument("--frames", type=int, help="clip length T (default: the architecture's)")
-    p.add_argument("--size", type=int, help="clip side R (default: the architecture's)")
+    p.add_argument("--num-classes", type=POSITIVE_INT,
+                   help="classifier size (default: the model's / checkpoint's)")
+    p.add_argument("--frames", type=int_in(1, MAX_FRAMES), help="clip length T (default: the architecture's)")
+    p.add_argument("--size", type=int_in(1, MAX_SIZE), help="clip side R (default: the architecture's)")
     p.add_argument("--pretrained", action="store_true", help="load the zoo's published weights for a registered name")
-    p.add_argument("--batch", type=int, default=1, help="example batch for tracing (default 1)")
+    p.add_argument("--batch", type=POSITIVE_INT, default=1, help="example batch for tracing (default 1)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension instead of dynamic")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer; default 17)")
-    p.add_argument("--clips", type=int, default=4, help="random verification clips (default 4)")
-    p.add_argument("--calibration-clips", type=int, default=16, help="INT8 calibration clips (default 16)")
+    p.add_argument("--opset", type=int_in(17), default=17, help="ONNX opset (17 or newer; default 17)")
+    p.add_argument("--clips", type=POSITIVE_INT, default=4, help="random verification clips (default 4)")
+    p.add_argument("--calibration-clips", type=POSITIVE_INT, default=16,
+                   help="INT8 calibration clips (default 16)")
     p.add_argument("--video", help="also verify on a clip decoded from this video file")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0,
                    help="seed of the random weights when no checkpoint or --pretrained is given (default 0)")
-    p.add_argument("--max-rel-err", type=float,
+    p.add_argument("--max-rel-err", type=float_in(0, lo_open=True),
                    help="fp32 artifacts: largest error allowed, relative to the largest reference logit "
                         "(default 1e-4)")
-    p.add_argument("--min-top1", type=float,
+    p.add_argument("--min-top1", type=float_in(0, 1),
                    help="fp16/bf16/int8 artifacts: minimum top-1 agreement with PyTorch "
                         "(defaults: fp16 1.0, int8 0.75)")
     p.add_argument("--precision", choices=("fp32", "auto"), default="fp32",
@@ -58,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default 400 clips; calibration from its train split) or a .npy/.npz of "
                         "normalized (N, C, T, H, W) clips (a .npz may add 'calibration')")
     p.add_argument("--no-verify", action="store_true", help="skip verification (not recommended)")
-    p.add_argument("--benchmark", type=int, default=0, metavar="RUNS",
+    p.add_argument("--benchmark", type=NON_NEGATIVE_INT, default=0, metavar="RUNS",
                    help="time each artifact over RUNS runs and record medians in the manifest")
-    p.add_argument("--threads", type=int, help="runtime threads for verification/benchmark")
+    p.add_argument("--threads", type=POSITIVE_INT, help="runtime threads for verification/benchmark")
     add_folder_tasks(p, required=False)  # --check / --verify FOLDER: e3d_runtime.verify's
     add_json_flag(p)
     return p
@@ -74,14 +79,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError("e3d-export: a source (model name, arch JSON or checkpoint) is required")
     if not args.out:
         raise ConfigError("--out: an output folder is required")
-    if args.opset < 17:
-        raise ConfigError(f"--opset: expected 17 or newer, found {args.opset}")
-    if args.min_top1 is not None and not 0.0 <= args.min_top1 <= 1.0:
-        raise ConfigError(f"--min-top1: expected a fraction in [0, 1], found {args.min_top1}")
     if args.held_out and args.precision != "auto":
         raise ConfigError("--held-out: only used with --precision auto")
-    if args.max_rel_err is not None and not args.max_rel_err > 0:
-        raise ConfigError(f"--max-rel-err: expected a positive number, found {args.max_rel_err}")
     extra = None
     if args.video:
         extra = _decoded_clip(args)
@@ -115,19 +114,19 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _decoded_clip(args):
-    """A real clip for verification, decoded and normalized by the video pipeline."""
-    from e3d_zoo.zoo import create_model, spec_for
+    """A real clip for verification, decoded and normalized by the video pipeline, at the
+    clip shape of the source (whatever kind of source it is: name, arch file, checkpoint,
+    save-pretrained folder)."""
+    from .source import load_source
 
     try:
         from e3d_zoo.video.pipeline import VideoClassifier
     except ImportError as exc:
         raise ConfigError(f"--video needs the video pipeline (pip install 'e3d-zoo[video]'): {exc}") from exc
-    spec = spec_for(args.arch or args.source, frames=args.frames, size=args.size) \
-        if not str(args.source).endswith((".pth", ".pt", ".safetensors", ".bin", ".ckpt")) else \
-        spec_for(args.arch, frames=args.frames, size=args.size) if args.arch else None
-    if spec is None:
-        raise ConfigError("--video with a checkpoint needs --arch so the clip shape is known")
-    clf = VideoClassifier.from_model(create_model(spec), backend="torch", num_clips=1, num_crops=1)
+    model, _ = load_source(args.source, arch=args.arch, num_classes=args.num_classes,
+                           frames=args.frames, size=args.size, pretrained=args.pretrained,
+                           seed=args.seed)
+    clf = VideoClassifier.from_model(model, backend="torch", num_clips=1, num_crops=1)
     return clf.views(str(args.video), num_clips=1, num_crops=1)[:1]  # decode + the eval transform
 
 

@@ -23,7 +23,8 @@ from typing import Any, Dict, Mapping
 from e3d_runtime.atomic import atomic_write_text
 # reading a folder (hashes, checks, the preprocess section) is the torch-free runtime's job
 from e3d_runtime.manifest import (MANIFEST_NAME, MANIFEST_SCHEMA, check_manifest,  # noqa: F401
-                                  file_problems, file_table, load_manifest, sha256_file)
+                                  file_problems, file_table, is_export_folder, load_manifest,
+                                  sha256_file)
 
 MANIFEST_VERSION = 1
 _LIBRARIES = ("torch", "timm", "numpy", "onnx", "onnxruntime", "onnxslim", "openvino", "nncf", "tensorrt")

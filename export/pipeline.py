@@ -19,10 +19,10 @@ import torch.nn as nn
 
 from e3d_runtime.criteria import CRITERIA, Criteria, check_reference, criteria_for
 from e3d_runtime.reverify import save_reference
-from e3d_zoo.atomic import atomic_dir
-from e3d_zoo.errors import ConfigError, ExportError
+from e3d_runtime.atomic import atomic_dir, check_replaceable
+from e3d_runtime.errors import ConfigError, ExportError
 
-from .manifest import build_manifest, write_manifest
+from .manifest import MANIFEST_NAME, build_manifest, is_export_folder, write_manifest
 from .precision import wants_bf16
 from .source import load_source
 from .verify import judge, random_clips, reference_logits, verify_backend
@@ -213,6 +213,11 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
     if precision not in ("fp32", "auto"):
         raise ConfigError(f"precision: expected 'fp32' or 'auto', found {precision!r}")
     auto = precision == "auto"
+    # Output-path rules, checked before any work and enforced again under the output's
+    # lock by atomic_dir: never replace a file, a symlink or a folder that is not an
+    # export; recover a swap a killed run left; one export per --out at a time.
+    out_rules = dict(owned=is_export_folder, what="export folder", marker=MANIFEST_NAME)
+    check_replaceable(out_dir, **out_rules)
     say = log or (lambda msg: None)
     crit = {k: (criteria or {}).get(k, v) for k, v in CRITERIA.items()}
     model, source_info = load_source(source, arch=arch, num_classes=num_classes, frames=frames,
@@ -244,7 +249,7 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
         bar = tqdm(total=1 + sum(plan.values()) + openvino * fp16 + trt * (fp16 + int8) + auto,
                    desc="export", unit="artifact")
     try:
-        with atomic_dir(Path(out_dir)) as stage:
+        with atomic_dir(Path(out_dir), **out_rules) as stage:
             run = _ExportRun(model, stage, clips, ref, verify=verify, benchmark_runs=benchmark_runs,
                              threads=threads, criteria=crit, opset=opset, batch=batch,
                              dynamic_batch=dynamic_batch, log=say, progress=bar)

@@ -75,35 +75,40 @@ def load_source(source: Any, *, arch: Any = None, num_classes: Optional[int] = N
     spec = getattr(model, "spec", None)
     if spec is None:
         raise ExportError(f"{type(model).__name__}: expected an E3D model (with a .spec)")
-    if frames or size:
-        model.spec = spec = spec.replace(frames=frames or spec.frames, size=size or spec.size)
+    if frames is not None or size is not None:
+        model.spec = spec = spec.with_clip(frames, size)
     info["arch"] = spec.to_dict()
     info["num_classes"] = getattr(model, "num_classes", None)
     return model.eval(), info
 
 
 def _read_state(path: Path) -> Dict[str, Any]:
+    from e3d_zoo.hub import check_finite
+
     if not path.is_file():
         raise WeightsError(f"{path}: no such checkpoint file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return {"model": load_file(str(path))}
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state: Any = {"model": load_file(str(path))}
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"{path}: unreadable checkpoint ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
-    if isinstance(state.get("model"), dict):
-        return state
-    if isinstance(state.get("state_dict"), dict):
-        return {**state, "model": state["state_dict"]}
-    if all(isinstance(v, torch.Tensor) for v in state.values()):
-        return {"model": state}
-    raise WeightsError(f"{path}: no weights found (expected a state dict, or one under 'model' "
-                       "or 'state_dict')")
+    if not isinstance(state.get("model"), dict):
+        if isinstance(state.get("state_dict"), dict):
+            state = {**state, "model": state["state_dict"]}
+        elif all(isinstance(v, torch.Tensor) for v in state.values()):
+            state = {"model": state}
+        else:
+            raise WeightsError(f"{path}: no weights found (expected a state dict, or one under "
+                               "'model' or 'state_dict')")
+    check_finite(state["model"], str(path))  # NaN weights export "fine" and label everything
+    return state
 
 
 def _from_checkpoint(path: Path, *, arch: Any, num_classes: Optional[int], frames: Optional[int],
@@ -119,10 +124,8 @@ def _from_checkpoint(path: Path, *, arch: Any, num_classes: Optional[int], frame
         if arch is None:
             raise WeightsError(f"{path}: the checkpoint does not say which architecture it is; "
                                "pass --arch NAME_OR_ARCH_JSON")
-    spec = spec_for(arch, frames=frames or cfg.get("frames"), size=size or cfg.get("size"))
-    if frames or size or cfg.get("frames") or cfg.get("size"):
-        spec = spec.replace(frames=frames or cfg.get("frames") or spec.frames,
-                            size=size or cfg.get("size") or spec.size)
+    spec = spec_for(arch, frames=frames if frames is not None else cfg.get("frames"),
+                    size=size if size is not None else cfg.get("size"))
     head = weights.get("classifier.weight")
     n_cls = num_classes or (int(head.shape[0]) if isinstance(head, torch.Tensor) else 400)
     kwargs: Dict[str, Any] = {"num_classes": n_cls}

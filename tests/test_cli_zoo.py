@@ -20,15 +20,18 @@ def run(*args):
     return subprocess.run([*_exe(), *args], capture_output=True, text=True, timeout=120)
 
 
-def test_info_json_matches_reference_check_values():
+def test_info_json_matches_reference_check_values(e3d_s_checks):
     p = run("info", "e3d_s", "--json")
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout)
     for key in ("name", "params", "params_backbone", "macs", "tinynas_flops", "layers", "stentr", "frames", "size"):
         assert key in info
-    assert info["params"] == 3846456 and info["params_backbone"] == 1976232
-    assert info["macs"] == 1865547776 and info["tinynas_flops"] == 1952849600
-    assert info["layers"] == 83 and round(info["stentr"], 6) == 202.855915
+    assert info["params"] == e3d_s_checks["params_with_head_hidden2048_400_classes"]
+    assert info["params_backbone"] == e3d_s_checks["params_backbone_without_head"]
+    assert info["macs"] == e3d_s_checks["conv_linear_macs_T13_R160_400_classes"]
+    assert info["tinynas_flops"] == e3d_s_checks["tinynas_flops_T13_R160"]
+    assert info["layers"] == e3d_s_checks["layers"]
+    assert round(info["stentr"], 6) == e3d_s_checks["stentr_score_T13_R160"]
     assert (info["frames"], info["size"]) == (13, 160)
 
 

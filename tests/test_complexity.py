@@ -11,19 +11,15 @@ import e3d_zoo
 from e3d_zoo import complexity, stentr
 from e3d_zoo.zoo import load_zoo_arch
 
-# shared/reference/E3D_DEFINITIONS.md and e3d_reference.json, check_values_e3d_s
-E3D_S = dict(stentr=202.855915, tinynas_flops=1952849600, macs=1865547776,
-             params_backbone=1976232, params=3846456, layers=83)
 
-
-def test_e3d_s_matches_every_reference_check_value():
+def test_e3d_s_matches_every_reference_check_value(e3d_s_checks):
     s = complexity.summary(load_zoo_arch("e3d_s"), num_classes=400)
-    assert round(s["stentr"], 6) == E3D_S["stentr"]
-    assert s["tinynas_flops"] == E3D_S["tinynas_flops"]
-    assert s["macs"] == E3D_S["macs"]
-    assert s["params_backbone"] == E3D_S["params_backbone"]
-    assert s["params"] == E3D_S["params"]
-    assert s["layers"] == E3D_S["layers"]
+    assert round(s["stentr"], 6) == e3d_s_checks["stentr_score_T13_R160"]
+    assert s["tinynas_flops"] == e3d_s_checks["tinynas_flops_T13_R160"]
+    assert s["macs"] == e3d_s_checks["conv_linear_macs_T13_R160_400_classes"]
+    assert s["params_backbone"] == e3d_s_checks["params_backbone_without_head"]
+    assert s["params"] == e3d_s_checks["params_with_head_hidden2048_400_classes"]
+    assert s["layers"] == e3d_s_checks["layers"]
 
 
 def _score_by_definition(spec, T, R):
@@ -93,9 +89,10 @@ def test_macs_match_torch_flop_counter(tiny_spec, frames, size):
     assert complexity.macs(tiny_spec, frames, size, num_classes=7) == _count_macs(model, x)
 
 
-def test_e3d_s_macs_match_torch_flop_counter():
+def test_e3d_s_macs_match_torch_flop_counter(e3d_s_checks):
     model = e3d_zoo.create_model("e3d_s").eval()
-    assert _count_macs(model, torch.randn(1, 3, 13, 160, 160)) == E3D_S["macs"]
+    assert (_count_macs(model, torch.randn(1, 3, 13, 160, 160))
+            == e3d_s_checks["conv_linear_macs_T13_R160_400_classes"])
 
 
 @pytest.mark.parametrize("name", ["e3d_s", "e3d_m", "e3d_l"])
@@ -111,3 +108,32 @@ def test_params_match_the_built_module(name):
 def test_params_without_classifier(tiny_spec):
     model = e3d_zoo.create_model(tiny_spec, num_classes=0)
     assert sum(p.numel() for p in model.parameters()) == complexity.params(tiny_spec, 0)
+
+
+def test_super_block_costs_are_closed_forms_equal_to_the_per_layer_sums(tiny_spec):
+    """Layers 2..L of a super-block are identical: O(1) per block, same numbers as summing."""
+    blocks = [b.to_dict() for b in tiny_spec.blocks]
+    blocks[2]["L"] = 256  # the largest L an arch file may hold
+    spec = e3d_zoo.ArchSpec.from_dict({**tiny_spec.to_dict(), "blocks": blocks})
+    per_layer = sum(layer.macs for layer in complexity.conv_layers(spec, 4, 32))
+    assert complexity.macs(spec, 4, 32, num_classes=None) == per_layer
+    by_layer_params = sum(c * b.btn + 4 * b.btn + b.btn * b.kt * b.k * b.k + b.btn * o + 2 * o
+                          for b in spec.blocks if b.is_super for c, o, _ in b.residual_layers())
+    plain = sum(complexity.block_params(b) for b in spec.blocks if not b.is_super)
+    assert complexity.params(spec, num_classes=None) == by_layer_params + plain
+    assert complexity.num_layers(spec) == sum(3 * b.L if b.is_super else 1 for b in spec.blocks)
+
+
+def test_a_clip_shape_the_network_cannot_take_is_an_error_everywhere():
+    from e3d_zoo.errors import ArchError
+    from e3d_zoo.zoo import spec_for
+
+    spec = load_zoo_arch("e3d_s")
+    for frames, size, needle in ((0, None, "frames"), (-1, None, "frames"), (None, 7, r"\[32, 8192\]")):
+        with pytest.raises(ArchError, match=needle):
+            spec.with_clip(frames, size)
+        with pytest.raises(ArchError, match=needle):
+            spec_for("e3d_s", frames=frames, size=size)
+    with pytest.raises(ArchError, match="frames"):
+        spec.replace(frames=0)
+    assert spec.with_clip(None, None) == spec and spec.with_clip(8, 32).size == 32

@@ -29,6 +29,8 @@ def test_pretrained_cfg_carries_clip_and_preprocessing():
     assert len(cfg["mean"]) == 3 and len(cfg["std"]) == 3 and cfg["num_classes"] == 400
     assert m.forward_features(torch.randn(1, 3, 2, 160, 160)).shape[-2:] == cfg["pool_size"]
     assert timm.create_model("e3d_l").pretrained_cfg["pool_size"] == (10, 10)  # 312 -> ... -> 20 -> 10
+    # no published weights, so no class names (timm leaves unset fields out of the dict)
+    assert cfg.get("label_names") is None
     f = e3d_zoo.create_model("e3d_s", features_only=True)
     assert f.default_cfg is f.pretrained_cfg and f.pretrained_cfg["num_frames"] == 13
 

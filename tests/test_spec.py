@@ -12,22 +12,6 @@ from e3d_zoo import ArchError, ArchSpec, load_arch
 from e3d_zoo.spec import BLOCK_CLASSES
 from e3d_zoo.zoo import ZOO_MODELS, arch_path
 
-REFERENCE = "/work/shared/reference/e3d_reference.json"
-
-
-def _ref():
-    import os
-    import pathlib
-
-    here = pathlib.Path(__file__).resolve().parent.parent
-    path = here.parent / "shared" / "reference" / "e3d_reference.json"
-    if not path.exists():
-        path = pathlib.Path(REFERENCE)
-    if not path.exists():
-        pytest.skip("shared/reference is not beside the checkout")
-    return json.loads(path.read_text())
-
-
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_shipped_arch_json_round_trips_byte_identical(name):
     path = arch_path(name)
@@ -38,8 +22,8 @@ def test_shipped_arch_json_round_trips_byte_identical(name):
 
 
 @pytest.mark.parametrize("name", ZOO_MODELS)
-def test_shipped_archs_are_the_reference_blocks(name):
-    ref = _ref()["models"][name]
+def test_shipped_archs_are_the_reference_blocks(name, reference):
+    ref = reference["models"][name]
     spec = load_arch(arch_path(name))
     assert [b.to_dict() for b in spec.blocks] == ref["blocks"]
     assert (spec.frames, spec.size) == (ref["frames"], ref["size"])
@@ -60,8 +44,8 @@ def test_tinynas_text_is_parsed_without_eval(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def test_tinynas_reference_seed_structure_imports():
-    seed = _ref()["reference_search"]["seed_structure"]
+def test_tinynas_reference_seed_structure_imports(reference):
+    seed = reference["reference_search"]["seed_structure"]
     text = repr({"best_structures": [seed], "space_arch": "Cnn3DNet"})
     spec = ArchSpec.from_tinynas_text(text, frames=13, size=160)
     assert len(spec.blocks) == 7 and spec.blocks[1].btn == 48
@@ -156,15 +140,15 @@ def _blocks():
     (lambda d: d["blocks"][3].__setitem__("in", 50), r"blocks\[3\]\.in: channel mismatch: expected 48 \(blocks\[2\]\.out\), found 50"),
     (lambda d: d["blocks"][2].__setitem__("s", 3), r"blocks\[2\]\.s: expected stride 1 or 2, found 3"),
     (lambda d: d["blocks"][2].__setitem__("k", 4), r"blocks\[2\]\.k: expected an odd kernel size, found 4"),
-    (lambda d: d["blocks"][2].__setitem__("kt", 0), r"blocks\[2\]\.kt: expected an integer >= 1, found 0"),
-    (lambda d: d["blocks"][2].__setitem__("k", -3), r"blocks\[2\]\.k: expected an integer >= 1, found -3"),
-    (lambda d: d["blocks"][4].__setitem__("L", 0), r"blocks\[4\]\.L: expected an integer >= 1, found 0"),
-    (lambda d: d["blocks"][4].__setitem__("btn", "96"), r"blocks\[4\]\.btn: expected an integer >= 1, found '96'"),
+    (lambda d: d["blocks"][2].__setitem__("kt", 0), r"blocks\[2\]\.kt: expected an integer in \[1, 15\], found 0"),
+    (lambda d: d["blocks"][2].__setitem__("k", -3), r"blocks\[2\]\.k: expected an integer in \[1, 15\], found -3"),
+    (lambda d: d["blocks"][4].__setitem__("L", 0), r"blocks\[4\]\.L: expected an integer in \[1, 256\], found 0"),
+    (lambda d: d["blocks"][4].__setitem__("btn", "96"), r"blocks\[4\]\.btn: expected an integer in \[1, 16384\], found '96'"),
     (lambda d: d["blocks"][4].pop("btn"), r"blocks\[4\]\.btn: missing"),
     (lambda d: d["blocks"][0].__setitem__("L", 2), r"blocks\[0\]: unknown field\(s\) \['L'\]"),
-    (lambda d: d["blocks"][1].__setitem__("out", True), r"blocks\[1\]\.out: expected an integer >= 1, found True"),
-    (lambda d: d.__setitem__("frames", 0), r": frames: expected an integer >= 1, found 0"),
-    (lambda d: d.__setitem__("size", 16), r": size: expected an integer >= 32"),
+    (lambda d: d["blocks"][1].__setitem__("out", True), r"blocks\[1\]\.out: expected an integer in \[1, 16384\], found True"),
+    (lambda d: d.__setitem__("frames", 0), r": frames: expected an integer in \[1, 4096\], found 0"),
+    (lambda d: d.__setitem__("size", 16), r": size: expected an integer in \[32, 8192\]"),
     (lambda d: d.__setitem__("blocks", []), r": blocks: expected a non-empty list"),
     (lambda d: d.__setitem__("schema_version", 2), r": schema_version: expected 1, found 2"),
     (lambda d: d.__setitem__("colour", "red"), r"unknown top-level field\(s\) \['colour'\]"),

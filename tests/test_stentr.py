@@ -72,9 +72,9 @@ def ref_score(spec, frames, resolution, ratio=(0, 0, 0, 0, 1), refine=True):
     return np.sum(np.array(stage_list) * 1)
 
 
-def test_check_values_of_the_reference():
+def test_check_values_of_the_reference(e3d_s_checks):
     spec = load_zoo_arch("e3d_s")
-    assert round(stentr.stentr_score(spec, 13, 160), 6) == 202.855915
+    assert round(stentr.stentr_score(spec, 13, 160), 6) == e3d_s_checks["stentr_score_T13_R160"]
     # (1, 5, 5) at T = 8, r = 40 is parallel to (T, r, r): alpha = -log(1.1e-16), no clamp
     assert round(stentr.stentr_score(spec, 8, 160), 6) == 206.480219
 
@@ -164,6 +164,9 @@ def test_stage_weights_and_errors():
     assert stentr.stentr_score(spec, stage_weights=w) == ref_score(spec, 5, 32, w)
     with pytest.raises(ArchError, match="expected 4 weights"):
         stentr.stentr_score(spec, stage_weights=[1.0])
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ArchError, match="stage_weights: expected finite numbers"):
+            stentr.stentr_score(spec, stage_weights=[0.1, 0.2, bad, 1.0])
     assert stentr.entropy_score(spec) != stentr.stentr_score(spec)
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import BackendError, ConfigError
-from ._common import add_json_flag, print_json, run_cli
+from ..spec import MAX_FRAMES, MAX_SIZE
+from ._common import (NON_NEGATIVE_INT, POSITIVE_INT, add_json_flag, float_in, int_in, print_json,
+                      run_cli)
 
 PROG = "e3d-bench"
 DEFAULT_BACKENDS = ("torch", "onnxruntime", "openvino")
@@ -207,13 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", default="torch,onnxruntime,openvino",
                    help="comma-separated: torch, onnxruntime, openvino, tensorrt")
     p.add_argument("--batch", default="1", help="batch size(s), comma-separated (default 1)")
-    p.add_argument("--threads", type=int, default=1, help="pinned thread count (default 1)")
-    p.add_argument("--frames", type=int, help="clip frames (default: the arch's)")
-    p.add_argument("--size", type=int, help="clip size (default: the arch's)")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--runs", type=int, default=3, help="timed runs per round per backend")
-    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (runs x rounds in all)")
-    p.add_argument("--num-classes", type=int, default=400)
+    p.add_argument("--threads", type=POSITIVE_INT, default=1, help="pinned thread count (default 1)")
+    p.add_argument("--frames", type=int_in(1, MAX_FRAMES), help="clip frames (default: the arch's)")
+    p.add_argument("--size", type=int_in(1, MAX_SIZE), help="clip size (default: the arch's)")
+    p.add_argument("--warmup", type=NON_NEGATIVE_INT, default=3)
+    p.add_argument("--runs", type=POSITIVE_INT, default=3, help="timed runs per round per backend")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=7,
+                   help="interleaved rounds (runs x rounds in all)")
+    p.add_argument("--num-classes", type=POSITIVE_INT, default=400)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--peaks", choices=("full", "quick", "off"), default="full",
                    help="measure this machine's fp32 peak at --threads for the roofline (full: best of "
@@ -224,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", default="openvino", help="backend a new table measures on")
     g.add_argument("--zoo", action="store_true", help="profile the units of e3d_s/m/l")
     g.add_argument("--arch", action="append", help="profile the units of this arch (repeatable)")
-    g.add_argument("--sample", type=int, default=0, help="profile N random search-space archs")
-    g.add_argument("--calibrate", type=int, default=0,
+    g.add_argument("--sample", type=NON_NEGATIVE_INT, default=0,
+                   help="profile N random search-space archs")
+    g.add_argument("--calibrate", type=NON_NEGATIVE_INT, default=0,
                    help="fit offset/scale on N end-to-end measured archs (zoo models first)")
     g.add_argument("--statistic", choices=("kernel", "median", "min", "cpu"), default=None,
                    help="what a new table stores as an entry's latency: the runtime's per-layer "
@@ -233,14 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "default there), median wall-clock (the default elsewhere), fastest "
                         "run, or median process CPU time (1 thread only). The others are stored "
                         "beside it.")
-    g.add_argument("--runs-per-round", type=int, default=3)
-    g.add_argument("--max-flops", type=float, default=4.0e9,
+    g.add_argument("--runs-per-round", type=POSITIVE_INT, default=3)
+    g.add_argument("--max-flops", type=float_in(0, lo_open=True), default=4.0e9,
                    help="sampled archs fit this tinynas-FLOPs budget at 13x160^2 (default 4e9)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     v = p.add_argument_group("predictor validation")
     v.add_argument("--validate-predictor", action="store_true")
     v.add_argument("--table", metavar="T.json")
-    v.add_argument("--n", type=int, default=30, help="random architectures (default 30)")
+    v.add_argument("--n", type=POSITIVE_INT, default=30, help="random architectures (default 30)")
     v.add_argument("--missing", choices=("measure", "interpolate"), default="measure",
                    help="units of the sampled archs missing from the table: measure them first "
                         "(default) or leave them to interpolation")
@@ -258,8 +262,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads < 1:
-        raise ConfigError(f"--threads: expected >= 1, found {args.threads}")
     modes = sum(bool(x) for x in (args.model, args.profile_table, args.validate_predictor))
     if modes != 1:
         raise ConfigError("give exactly one of: MODEL (benchmark), --profile-table T.json, "
@@ -268,15 +270,19 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         warnings.simplefilter("always")
         progress = not (args.json or args.quiet)
         if args.profile_table:
+            from ..atomic import output_lock
             from ..latency.build import profile_table
 
-            res = profile_table(args.profile_table, frames=args.frames, size=args.size,
-                                backend=args.backend, threads=args.threads,
-                                statistic=args.statistic, zoo=args.zoo, archs=args.arch or (),
-                                sample=args.sample, calibrate=args.calibrate, seed=args.seed,
-                                max_flops=args.max_flops, rounds=args.rounds,
-                                runs_per_round=args.runs_per_round, num_classes=args.num_classes,
-                                progress=progress)
+            # one profiling run per table: two would each save the entries they measured
+            # over the other's
+            with output_lock(args.profile_table, what="latency table"):
+                res = profile_table(args.profile_table, frames=args.frames, size=args.size,
+                                    backend=args.backend, threads=args.threads,
+                                    statistic=args.statistic, zoo=args.zoo, archs=args.arch or (),
+                                    sample=args.sample, calibrate=args.calibrate, seed=args.seed,
+                                    max_flops=args.max_flops, rounds=args.rounds,
+                                    runs_per_round=args.runs_per_round,
+                                    num_classes=args.num_classes, progress=progress)
         elif args.validate_predictor:
             from ..latency.validate import validate_predictor
 

@@ -15,27 +15,14 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import SearchError
-from ._common import EXIT_INTERRUPTED, add_json_flag, print_json, run_cli
+from ..spec import MAX_FRAMES, MAX_SIZE
+from ._common import (EXIT_INTERRUPTED, NON_NEGATIVE_INT, POSITIVE_INT, add_json_flag, float_in,
+                      float_list, int_in, print_json, run_cli)
 
 PROG = "e3d-search"
 #: the search ran, but no measured finalist fits the latency budget
 EXIT_BUDGET_MISSED = 3
-
-
-def _number(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
-    return v
-
-
-def _weights(text: str) -> list[float]:
-    try:
-        return [float(w) for w in text.replace(" ", "").split(",") if w != ""]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers like 0,0,0,0,1, found {text!r}") from None
+_BUDGET = float_in(0, lo_open=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,26 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search for the 3D CNN with the highest STEntr-Score under budgets, without "
                     "training (E3D, ICLR 2023). Writes the arch JSON for create_model().")
     g = p.add_argument_group("clip shape")
-    g.add_argument("--frames", type=int, default=13, help="frames T per clip (default 13)")
-    g.add_argument("--size", type=int, default=160,
+    g.add_argument("--frames", type=int_in(1, MAX_FRAMES), default=13,
+                   help="frames T per clip (default 13)")
+    g.add_argument("--size", type=int_in(1, MAX_SIZE), default=160,
                    help="frame size R the costs (FLOPs, MACs, latency) and the space's kernel rule "
                         "use (default 160)")
-    g.add_argument("--score-size", type=int, metavar="R",
+    g.add_argument("--score-size", type=int_in(1, MAX_SIZE), metavar="R",
                    help="frame size the score is taken at (default: --size). The reference's "
                         "E3D-M/E3D-L configs score at 160 while counting FLOPs at 224/312")
     g = p.add_argument_group("budgets (any combination; at least one)")
-    g.add_argument("--budget-flops", type=_number, metavar="F",
+    g.add_argument("--budget-flops", type=_BUDGET, metavar="F",
                    help="tinynas FLOPs (the reference search's convention: conv, BN, ReLU, pooling)")
-    g.add_argument("--budget-macs", type=_number, metavar="M",
+    g.add_argument("--budget-macs", type=_BUDGET, metavar="M",
                    help="conv + linear multiply-adds incl. the classifier head")
-    g.add_argument("--budget-params", type=_number, metavar="P",
+    g.add_argument("--budget-params", type=_BUDGET, metavar="P",
                    help="parameters incl. the classifier head for --num-classes")
-    g.add_argument("--budget-layers", type=int, metavar="N",
+    g.add_argument("--budget-layers", type=POSITIVE_INT, metavar="N",
                    help="layers: 1 per plain conv + 3 per residual layer (E3D-S: 83)")
-    g.add_argument("--budget-latency-ms", type=_number, metavar="MS",
+    g.add_argument("--budget-latency-ms", type=_BUDGET, metavar="MS",
                    help="absolute latency: the result's measured latency on this machine must be "
                         "<= MS (the evolution uses --latency-table's predictions)")
-    g.add_argument("--budget-latency-ratio", type=_number, metavar="R",
+    g.add_argument("--budget-latency-ratio", type=_BUDGET, metavar="R",
                    help="latency relative to --latency-reference, both measured in the same "
                         "interleaved run: 1.0 = no slower than it. Unlike milliseconds, the ratio "
                         "holds across the machine's drift between sessions")
@@ -77,16 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--latency-reference", metavar="ARCH", default=None,
                    help="the network measured with the finalists, and the unit of "
                         "--budget-latency-ratio: zoo name or arch JSON (default e3d_s)")
-    g.add_argument("--finalists", type=int, default=DEFAULT_FINALISTS, metavar="K",
+    g.add_argument("--finalists", type=NON_NEGATIVE_INT, default=DEFAULT_FINALISTS, metavar="K",
                    help=f"measure K members of the final population (all fit the predicted "
                         f"budget) and keep the best-scoring one whose measured latency fits "
                         f"(default {DEFAULT_FINALISTS}; 0: do not measure, e.g. when the table "
                         f"describes another device: the result fits the prediction only)")
-    g.add_argument("--finalist-step", type=_number, default=DEFAULT_STEP, metavar="F",
+    g.add_argument("--finalist-step", type=float_in(0, 1, hi_open=True), default=DEFAULT_STEP,
+                   metavar="F",
                    help=f"finalist i (i = 0..K-1) is the best member predicted at least i x F "
                         f"under the limit, so that some have slack for the predictor's error "
                         f"(default {DEFAULT_STEP}; 0: the K best)")
-    g.add_argument("--measure-rounds", type=int, default=DEFAULT_MEASURE_ROUNDS, metavar="N",
+    g.add_argument("--measure-rounds", type=POSITIVE_INT, default=DEFAULT_MEASURE_ROUNDS,
+                   metavar="N",
                    help=f"interleaved rounds of that measurement, 3 runs each "
                         f"(default {DEFAULT_MEASURE_ROUNDS})")
     g.add_argument("--measure-statistic", choices=("cpu", "median", "min"), default=None,
@@ -96,20 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--accept-nearest", action="store_true",
                    help="when no finalist fits, write the nearest one (marked fits: false) and "
                         "exit 0 instead of exiting 3")
-    g.add_argument("--num-classes", type=int, default=400,
+    g.add_argument("--num-classes", type=POSITIVE_INT, default=400,
                    help="classes of the head counted by --budget-params/--budget-macs (default 400)")
     g = p.add_argument_group("search")
     g.add_argument("--score", default="stentr", metavar="NAME",
                    help=f"score to maximize: {', '.join(sorted(SCORES))} (default stentr)")
-    g.add_argument("--stage-weights", type=_weights, metavar="W1,...,W5",
+    g.add_argument("--stage-weights", type=float_list(), metavar="W1,...,W5",
                    help="weights of the stage scores (default: final stage only, 0,0,0,0,1)")
-    g.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
+    g.add_argument("--candidates", type=NON_NEGATIVE_INT, default=DEFAULT_CANDIDATES,
                    help=f"candidates to evaluate (default {DEFAULT_CANDIDATES:,})")
-    g.add_argument("--population", type=int, default=DEFAULT_POPULATION,
+    g.add_argument("--population", type=POSITIVE_INT, default=DEFAULT_POPULATION,
                    help=f"population size (default {DEFAULT_POPULATION})")
-    g.add_argument("--mutations", type=int, default=None,
+    g.add_argument("--mutations", type=POSITIVE_INT, default=None,
                    help="mutations per candidate (default: the space's, 2)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="random seed (default 0)")
     g.add_argument("--space", metavar="SPACE.json",
                    help="search-space overrides (same field names as the reference's "
                         "reference_search); default: the reference space")
@@ -118,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--channel-scales", metavar="S,...", help="override, e.g. 2,1.5,1.25,0.8,0.6,0.5")
     g.add_argument("--bottleneck-ratios", metavar="R,...", help="override, e.g. 1.5,2,2.5,3,3.5,4")
     g.add_argument("--layer-deltas", metavar="D,...", help="override, e.g. -2,-1,1,2")
-    g.add_argument("--max-channels", type=int, metavar="C", help="override the channel cap (640)")
+    g.add_argument("--max-channels", type=POSITIVE_INT, metavar="C",
+                   help="override the channel cap (640)")
     g.add_argument("--seed-arch", metavar="ARCH",
                    help="starting architecture: an arch JSON, zoo name (e3d_s) or TinyNAS text; "
                         "default: the reference seed structure")
@@ -127,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--name", help="name stored in the arch JSON (default: the --out stem)")
     g.add_argument("--checkpoint", metavar="CKPT.json",
                    help="checkpoint path (default: <out stem>.search-ckpt.json beside --out)")
-    g.add_argument("--checkpoint-every", type=int, default=DEFAULT_CHECKPOINT_EVERY,
+    g.add_argument("--checkpoint-every", type=POSITIVE_INT, default=DEFAULT_CHECKPOINT_EVERY,
                    help=f"candidates between checkpoints (default {DEFAULT_CHECKPOINT_EVERY:,})")
     g.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint (same settings; same result as "

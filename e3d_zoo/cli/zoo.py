@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..errors import ArchError, ConfigError
-from ._common import add_json_flag, print_json, run_cli
+from ..errors import ConfigError
+from ..spec import MAX_FRAMES, MAX_SIZE
+from ._common import POSITIVE_INT, add_json_flag, float_list, int_in, print_json, run_cli
 
 PROG = "e3d-zoo"
 
@@ -73,13 +74,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     from ..zoo import spec_for
 
     spec = spec_for(args.target, frames=args.frames, size=args.size)
-    weights = None
-    if args.stage_weights:
-        try:
-            weights = [float(w) for w in args.stage_weights.split(",")]
-        except ValueError:
-            raise ConfigError(f"--stage-weights: expected comma-separated numbers, found "
-                              f"{args.stage_weights!r}") from None
+    weights = args.stage_weights
+    n_stages = len(spec.stage_ends())
+    if weights is not None and len(weights) != n_stages:
+        raise ConfigError(f"--stage-weights: expected {n_stages} weights (one per stage of "
+                          f"{spec.name or args.target}), found {len(weights)}")
     refine = not args.no_refine
     result = {
         "name": spec.name or Path(args.target).stem,
@@ -100,6 +99,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from ..zoo import spec_for
 
     src, dst = args.src, Path(args.dst)
+    if dst.suffix.lower() not in (".json", ".txt", ".py"):
+        raise ConfigError(f"{dst}: expected a .json (e3d-arch) or .txt/.py (TinyNAS structure "
+                          "text) output file")
     to_tinynas = dst.suffix.lower() in (".txt", ".py")
     spec = spec_for(src, frames=args.frames, size=args.size)
     if args.name:
@@ -129,25 +131,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def clip_flags(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--frames", type=int, help="clip length T (default: the arch's)")
-        sp.add_argument("--size", type=int, help="clip side R (default: the arch's)")
+        sp.add_argument("--frames", type=int_in(1, MAX_FRAMES),
+                        help="clip length T (default: the arch's)")
+        sp.add_argument("--size", type=int_in(1, MAX_SIZE), help="clip side R (default: the arch's)")
 
     sp = sub.add_parser("list", help="the registered models and their costs")
-    sp.add_argument("--num-classes", type=int, default=400)
+    sp.add_argument("--num-classes", type=POSITIVE_INT, default=400)
     add_json_flag(sp)
     sp.set_defaults(func=cmd_list)
 
     sp = sub.add_parser("info", help="params, MACs, tinynas FLOPs, layers and STEntr of a model")
     sp.add_argument("target", metavar="NAME|PATH", help="a zoo name or an arch JSON/TinyNAS file")
     clip_flags(sp)
-    sp.add_argument("--num-classes", type=int, default=400)
+    sp.add_argument("--num-classes", type=POSITIVE_INT, default=400)
     add_json_flag(sp)
     sp.set_defaults(func=cmd_info)
 
     sp = sub.add_parser("score", help="the STEntr-Score of an architecture")
     sp.add_argument("target", metavar="NAME|PATH")
     clip_flags(sp)
-    sp.add_argument("--stage-weights", help="comma-separated stage weights (default 0,0,0,0,1)")
+    sp.add_argument("--stage-weights", type=float_list(),
+                    help="comma-separated stage weights (default 0,0,0,0,1)")
     sp.add_argument("--no-refine", action="store_true",
                     help="ablation: the entropy score without the refinement factor (alpha = 1)")
     add_json_flag(sp)

@@ -33,8 +33,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..atomic import read_text_limited
 from ..errors import DataError, VideoError
 
+MAX_LIST_BYTES = 512 << 20  # SSv2's train list is ~30 MB
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".gif")
 Entry = Tuple[Path, int]
 
@@ -70,10 +72,7 @@ def read_csv_list(path: str | os.PathLike, root: Optional[str | os.PathLike] = N
     """A ``path,label`` list file -> entries and class names."""
     path = Path(path)
     base = Path(root) if root else path.parent
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the list file: {exc.strerror or exc}") from None
+    text = read_text_limited(path, MAX_LIST_BYTES, what="list file", error=DataError)
     rows = list(csv.reader(text.splitlines()))
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
         rows = rows[1:]
@@ -117,22 +116,27 @@ def read_ssv2_list(path: str | os.PathLike, root: str | os.PathLike,
                    classes: Optional[Sequence[str]] = None, suffix: str = ".webm") -> Tuple[List[Entry], List[str]]:
     """A Something-Something v2 JSON list -> entries and class names."""
     path = Path(path)
+    text = read_text_limited(path, MAX_LIST_BYTES, what="list file", error=DataError)
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the list file: {exc.strerror or exc}") from None
+        items = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: not a usable list file: {exc or 'nested too deeply'}") from None
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON list of {{'id', 'template'}} objects")
     if label_map:
+        text = read_text_limited(label_map, MAX_LIST_BYTES, what="label map", error=DataError)
         try:
-            mapping = json.loads(Path(label_map).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"{label_map}: cannot read the label map: {exc}") from None
+            mapping = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise DataError(f"{label_map}: cannot read the label map: {exc or 'nested too deeply'}") from None
         if not isinstance(mapping, dict):
             raise DataError(f"{label_map}: expected a JSON object {{class name: index}}")
-        names = [n for n, _ in sorted(mapping.items(), key=lambda kv: int(kv[1]))]
+        try:
+            names = [n for n, _ in sorted(mapping.items(), key=lambda kv: int(kv[1]))]
+        except (TypeError, ValueError):
+            raise DataError(f"{label_map}: expected integer indices {{class name: index}}") from None
     elif classes is not None:
         names = list(classes)
     else:

@@ -15,7 +15,6 @@ parallel to the clip's (T, r, r), see :mod:`e3d_zoo.stentr`) scores ``None``.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import NamedTuple, Optional, Sequence
 
 from .. import complexity, stentr
@@ -75,8 +74,6 @@ class FastEvaluator:
         e = self.caches[i].get(b)
         if e is None:
             bs = BlockSpec(*b)
-            macs = sum(layer.macs for layer in complexity.conv_layers(
-                SimpleNamespace(blocks=(bs,)), self.frames, self.h_macs[i]))
             try:
                 terms = tuple(self.score.layer_terms(bs, self.frames, self.r_score[i]))
             except ArchError as exc:
@@ -84,7 +81,8 @@ class FastEvaluator:
                 self.undefined[(i, b)] = str(exc)
             e = (terms,
                  complexity.block_tinynas_flops(bs, self.frames, self.r_flops[i]),
-                 macs, complexity.block_params(bs), complexity.block_layers(bs))
+                 complexity.block_macs(bs, self.frames, self.h_macs[i]),
+                 complexity.block_params(bs), complexity.block_layers(bs))
             self.caches[i][b] = e
         return e
 

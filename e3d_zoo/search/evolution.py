@@ -16,6 +16,7 @@ the device with a reference network (``finalists``); see ``finalists.py``.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -28,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, output_lock
 from ..errors import ArchError, E3DError, SearchError
-from ..spec import ArchSpec, load_arch
+from ..spec import BLOCK_CLASSES, MAX_CHANNELS, ArchSpec, load_arch
 from .budgets import Budgets, LatencyMeasurer, LatencyPredictor
 from .evaluate import FastEvaluator
 from .finalists import (DEFAULT_FINALISTS, DEFAULT_MEASURE_ROUNDS, DEFAULT_STEP, Finalist,
@@ -46,6 +47,7 @@ CHECKPOINT_VERSION = 2
 DEFAULT_CANDIDATES = 500_000
 DEFAULT_POPULATION = 256
 DEFAULT_CHECKPOINT_EVERY = 50_000
+MAX_CHECKPOINT_BYTES = 64 << 20
 _EVENT_EVERY = 1024  # candidates between progress updates and Ctrl-C checks
 
 
@@ -303,42 +305,39 @@ class _Search:
         atomic_write_text(path, json.dumps(doc, separators=(",", ":")) + "\n")
 
     def load_checkpoint(self, path: Path) -> dict:
-        try:
-            doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        """The resumable state in ``path``, every part of it checked: a checkpoint that is
+        corrupt, from other settings, or edited by hand (a score that is not the
+        candidate's, a counter below zero, an invalid candidate) is a SearchError naming
+        the file and the field, never a resumed search that ends somewhere else."""
+        from ..atomic import read_text_limited
+
+        if not os.path.lexists(path):
             raise SearchError(f"--resume: no checkpoint at {path} (nothing to resume; run without "
-                              "--resume to start)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SearchError(f"{path}: cannot read the search checkpoint: {exc}") from None
+                              "--resume to start)")
+        text = read_text_limited(path, MAX_CHECKPOINT_BYTES, what="search checkpoint",
+                                 error=SearchError)
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise SearchError(f"{path}: cannot read the search checkpoint: not valid JSON "
+                              f"({exc or 'nested too deeply'})") from None
         if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
             raise SearchError(f"{path}: not an e3d-search checkpoint (format "
-                              f"{doc.get('format') if isinstance(doc, dict) else None!r})")
+                              f"{doc.get('format') if isinstance(doc, dict) else None!r:.60})")
         if doc.get("version") != CHECKPOINT_VERSION:
-            raise SearchError(f"{path}: checkpoint version {doc.get('version')!r}, expected "
+            raise SearchError(f"{path}: checkpoint version {doc.get('version')!r:.60}, expected "
                               f"{CHECKPOINT_VERSION}")
         mine = json.loads(json.dumps(self.fingerprint()))
         theirs = doc.get("config", {})
+        if not isinstance(theirs, dict):
+            raise SearchError(f"{path}: config: expected an object, found {type(theirs).__name__}")
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if diff:
             details = "; ".join(f"{k}: checkpoint {theirs.get(k)!r:.80} vs now {mine.get(k)!r:.80}"
-                                for k in diff)
+                                for k in diff[:6])
             raise SearchError(f"{path}: the checkpoint was made with different settings ({details}); "
                               "resume with the same settings or start a new search")
-        try:
-            state = {
-                "candidates": int(doc["candidates"]),
-                "rng_state": doc["rng_state"],
-                "population": [(float(s), tuple(tuple(b) for b in c)) for s, c in doc["population"]],
-                "history": [(int(n), float(s)) for n, s in doc["history"]],
-                "counters": {k: int(v) for k, v in doc["counters"].items()},
-                "elapsed_s": float(doc.get("elapsed_s", 0.0)),
-            }
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SearchError(f"{path}: corrupt search checkpoint: {exc!r}") from None
-        if state["candidates"] > self.total:
-            raise SearchError(f"{path}: the checkpoint is at {state['candidates']} candidates, past "
-                              f"the requested total {self.total}; ask for at least that many")
-        return state
+        return _CheckpointReader(self, path, doc).state()
 
     # ---- the loop -----------------------------------------------------------
     def run(self, *, checkpoint: Optional[Path], checkpoint_every: int, resume: bool,
@@ -349,8 +348,7 @@ class _Search:
                 raise SearchError("--resume: needs a checkpoint path")
             st = self.load_checkpoint(checkpoint)
             n = st["candidates"]
-            rs = st["rng_state"]
-            rng.setstate((rs[0], tuple(rs[1]), rs[2]))
+            rng.setstate(st["rng_state"])
             pop = st["population"]
             history = st["history"]
             counters = st["counters"]
@@ -547,6 +545,107 @@ class _Search:
                        head_hidden=self.seed_spec.head_hidden, provenance=provenance)
 
 
+class _CheckpointReader:
+    """Checks a checkpoint's state field by field against the search it resumes."""
+
+    def __init__(self, job: "_Search", path: Path, doc: dict):
+        self.job, self.path, self.doc = job, path, doc
+
+    def bad(self, field: str, expected: str, found: Any) -> SearchError:
+        return SearchError(f"{self.path}: corrupt search checkpoint: {field}: expected {expected}, "
+                           f"found {found!r:.80}")
+
+    def count(self, field: str, v: Any, maximum: int) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= maximum:
+            raise self.bad(field, f"an integer in [0, {maximum}]", v)
+        return v
+
+    def state(self) -> dict:
+        doc, job = self.doc, self.job
+        n = doc.get("candidates")
+        if isinstance(n, int) and not isinstance(n, bool) and n > job.total:
+            raise SearchError(f"{self.path}: the checkpoint is at {n} candidates, past the "
+                              f"requested total {job.total}; ask for at least that many")
+        n = self.count("candidates", n, job.total)
+        counters = doc.get("counters")
+        if not isinstance(counters, dict) or set(counters) != {"accepted", "over_budget", "duplicates"}:
+            raise self.bad("counters", "an object with accepted, over_budget, duplicates", counters)
+        counters = {k: self.count(f"counters.{k}", v, n) for k, v in counters.items()}
+        if sum(counters.values()) > n:
+            raise self.bad("counters", f"counts that sum to at most candidates ({n})", counters)
+        elapsed = doc.get("elapsed_s", 0.0)
+        if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) \
+                or not math.isfinite(elapsed) or elapsed < 0:
+            raise self.bad("elapsed_s", "a finite number >= 0", elapsed)
+        return {"candidates": n, "rng_state": self.rng_state(doc.get("rng_state")),
+                "population": self.population(doc.get("population")),
+                "history": self.history(doc.get("history"), n), "counters": counters,
+                "elapsed_s": float(elapsed)}
+
+    def rng_state(self, rs: Any) -> tuple:
+        try:
+            state = (rs[0], tuple(rs[1]), rs[2])
+            random.Random().setstate(state)
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+            raise self.bad("rng_state", "a Python random.Random state", rs) from None
+        return state
+
+    def population(self, pop: Any) -> list:
+        job = self.job
+        if not isinstance(pop, list) or not 1 <= len(pop) <= job.population:
+            raise self.bad("population", f"a list of 1 to {job.population} [score, blocks] pairs",
+                           pop if not isinstance(pop, list) else f"{len(pop)} entries")
+        out, seen, last = [], set(), -math.inf
+        for i, entry in enumerate(pop):
+            where = f"population[{i}]"
+            if not isinstance(entry, list) or len(entry) != 2:
+                raise self.bad(where, "a [score, blocks] pair", entry)
+            score, blocks = entry
+            cand = self.candidate(where, blocks)
+            problems = job.bound.violations(cand) or job.over_budget(cand)
+            if problems:
+                raise self.bad(where, "a candidate of this search space within the budgets",
+                               "; ".join(problems))
+            true_score = job.evaluator.evaluate(cand).score
+            if score != true_score:  # also catches NaN and anything edited by hand
+                raise self.bad(f"{where}[0]", f"its candidate's score {true_score!r}", score)
+            if score < last:
+                raise self.bad(where, "scores in ascending order", score)
+            if cand in seen:
+                raise self.bad(where, "each candidate once", "a duplicate")
+            last = score
+            seen.add(cand)
+            out.append((score, cand))
+        return out
+
+    def candidate(self, where: str, blocks: Any) -> tuple:
+        if not isinstance(blocks, list) or len(blocks) != self.job.bound.n:
+            raise self.bad(f"{where}[1]", f"a list of {self.job.bound.n} blocks", blocks)
+        cand = []
+        for j, b in enumerate(blocks):
+            ok = (isinstance(b, list) and len(b) == 8 and b[0] in BLOCK_CLASSES
+                  and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_CHANNELS
+                          for v in b[1:]))
+            if not ok:
+                raise self.bad(f"{where}[1][{j}]", "[class, in, out, s, kt, k, L, btn]", b)
+            cand.append(tuple(b))
+        return tuple(cand)
+
+    def history(self, history: Any, n: int) -> list:
+        if not isinstance(history, list) or not history:
+            raise self.bad("history", "a non-empty list of [candidates, score]", history)
+        out, prev = [], -1
+        for i, h in enumerate(history):
+            if (not isinstance(h, list) or len(h) != 2 or isinstance(h[0], bool)
+                    or not isinstance(h[0], int) or not prev <= h[0] <= n
+                    or isinstance(h[1], bool) or not isinstance(h[1], (int, float))
+                    or not math.isfinite(h[1])):
+                raise self.bad(f"history[{i}]", f"[candidates (ascending, <= {n}), finite score]", h)
+            prev = h[0]
+            out.append((h[0], float(h[1])))
+        return out
+
+
 def search(frames: int = 13, size: int = 160, *,
            budgets: Union[None, Budgets, Mapping[str, float]] = None,
            space: Union[None, str, os.PathLike, Mapping, SearchSpace] = None,
@@ -658,16 +757,31 @@ def search(frames: int = 13, size: int = 160, *,
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if out_path is not None and out_path.suffix.lower() != ".json":
         raise SearchError(f"--out {out_path}: expected a .json path for the architecture")
+    for flag, p in (("--out", out_path), ("--checkpoint", ckpt_path)):
+        if p is not None and p.is_dir():
+            raise SearchError(f"{flag} {p}: is a folder, expected a .json file path")
     if plots and out_path is not None:
         from ..errors import require
 
         require("matplotlib", "plot", "the search plots (or pass --no-plots)")
 
-    result = job.run(checkpoint=ckpt_path, checkpoint_every=checkpoint_every, resume=resume,
-                     progress=progress, stop_after=stop_after, handle_sigint=handle_sigint)
+    # One search per output and per checkpoint at a time: a second one fails at once
+    # (naming the first one's pid) instead of both saying "wrote" and one result being lost.
+    with contextlib.ExitStack() as held:
+        for p in sorted({p for p in (out_path, ckpt_path) if p is not None}):
+            held.enter_context(output_lock(p, what="search output"))
+        result = job.run(checkpoint=ckpt_path, checkpoint_every=checkpoint_every, resume=resume,
+                         progress=progress, stop_after=stop_after, handle_sigint=handle_sigint)
+        if budgets.has_latency:
+            job.check_latency(result, latency_measurer, finalists, finalist_step)
+        _write_result(result, budgets, out_path, ckpt_path, name, plots, accept_nearest)
+    return result
+
+
+def _write_result(result: SearchResult, budgets: Budgets, out_path: Optional[Path],
+                  ckpt_path: Optional[Path], name: Optional[str], plots: bool,
+                  accept_nearest: bool) -> None:
     spec_name = name or (out_path.stem if out_path is not None else "searched")
-    if budgets.has_latency:
-        job.check_latency(result, latency_measurer, finalists, finalist_step)
     result.spec = result.spec.replace(name=spec_name)
     if result.fits is False and not accept_nearest:
         where = f" (the search itself is kept in {ckpt_path})" if ckpt_path else ""
@@ -688,4 +802,3 @@ def search(frames: int = 13, size: int = 160, *,
                 plot_population(result, out_path.with_name(out_path.stem + "_population.png"),
                                 cost=cost_name, budget=budgets.to_dict().get(cost_name)),
             ]
-    return result

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import SearchError
-from ..spec import CONV, SUPER, ArchSpec, BlockSpec
+from ..spec import (CONV, MAX_CHANNELS, MAX_KERNEL, MAX_LAYERS_PER_BLOCK, SUPER, ArchSpec,
+                    BlockSpec)
 
 Block = tuple  # (class, in, out, s, kt, k, L, btn)
 Candidate = tuple  # tuple[Block, ...]
@@ -122,6 +123,18 @@ class SearchSpace:
             raise bad("first_block_max_layers", self.first_block_max_layers, "an integer >= 1")
         if not _is_int(self.mutations_per_candidate) or self.mutations_per_candidate < 1:
             raise bad("mutations_per_candidate", self.mutations_per_candidate, "an integer >= 1")
+        # Every architecture the search can reach must load again as an arch file.
+        for p in self.kernel_choices:
+            if max(p) > MAX_KERNEL:
+                raise bad("kernel_choices_kt_k", list(p), f"kernel sizes <= {MAX_KERNEL}")
+        widest = self.max_channels * max(max(self.bottleneck_ratios), 1)
+        if max(self.max_channels, self.max_stem_channels, widest) > MAX_CHANNELS:
+            raise bad("max_channels", self.max_channels,
+                      f"at most {MAX_CHANNELS} channels, bottlenecks (max_channels x the largest "
+                      f"bottleneck ratio) included")
+        if self.first_block_max_layers > MAX_LAYERS_PER_BLOCK:
+            raise bad("first_block_max_layers", self.first_block_max_layers,
+                      f"an integer <= {MAX_LAYERS_PER_BLOCK}")
 
 
 def _is_int(v: Any) -> bool:
@@ -190,18 +203,17 @@ def space_from_dict(data: Any, where: str = "<space>", base: SearchSpace | None 
 
 
 def load_space(path: str | os.PathLike) -> SearchSpace:
+    from ..atomic import read_text_limited
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SearchError(f"{path}: no such search-space file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SearchError(f"{path}: cannot read search-space file: {exc}") from None
+    text = read_text_limited(path, 1 << 20, what="search-space file", error=SearchError)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SearchError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} "
                           f"column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:
+        raise SearchError(f"{path}: not a usable search-space file: {exc or 'nested too deeply'}") from None
     return space_from_dict(data, str(path))
 
 
@@ -251,9 +263,9 @@ class BoundSpace:
             return None
         if i == 1:
             return self.space.first_block_max_layers
-        if self.layer_budget:
-            return int(self.layer_budget // 3 // (self.n - 3)) if self.n > 3 else None
-        return None
+        if self.layer_budget and self.n > 3:
+            return min(int(self.layer_budget // 3 // (self.n - 3)), MAX_LAYERS_PER_BLOCK)
+        return MAX_LAYERS_PER_BLOCK  # what an arch file may hold
 
     def shrink_kernel(self, i: int, k: int) -> int:
         r = self.r_in[i]

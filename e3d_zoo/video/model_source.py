@@ -10,10 +10,16 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+import numpy as np
 import torch
 
 from e3d_runtime.backends.base import canonical_backend_name, load_backend
-from e3d_runtime.errors import ConfigError, WeightsError
+from e3d_runtime.errors import BackendError, ConfigError, WeightsError
+
+#: how far an artifact's logits may stray from its --model's, relative to the logits' scale:
+#: fp32 exports differ by ~1e-5 of it, fp16 ~1e-2, INT8 a few 1e-2; another network (or
+#: other weights) by about the scale itself
+ARTIFACT_RTOL = 0.25
 
 
 def classifier_parts(model: Any = "e3d_s", *, backend: str = "torch",
@@ -31,10 +37,27 @@ def classifier_parts(model: Any = "e3d_s", *, backend: str = "torch",
     random (speed tests only). With ``backend`` other than torch and no
     ``artifact``, the model is exported (e3d_export) into ``cache_dir`` first and
     that artifact is loaded.
+
+    With an ``artifact`` (an e3d-export folder or one exported file) the artifact is
+    what runs, on the runtime it is for when ``backend`` is torch, and the model
+    supplies the preprocessing; the two must be the same network. The returned
+    ``check_artifact`` (called with the classifier, see :func:`check_artifact`) compares
+    clip shape and classes, and, when the model has trained weights (``weights``,
+    ``pretrained`` or a save-pretrained folder), their logits on two seeded clips.
     """
     from ..zoo import create_model
 
     name = canonical_backend_name(backend)
+    opts = dict(backend_options or {})
+    if artifact is not None:
+        from e3d_runtime.video.pipeline import artifact_and_cfg
+
+        # the artifact decides the runtime when the caller left it at torch; a folder's
+        # choice may come with options (an IR chosen at bf16 runs with precision="bf16")
+        runtime, artifact, _, folder_opts = artifact_and_cfg(
+            artifact, None if name == "torch" else name)
+        name = canonical_backend_name(runtime)
+        opts = {**folder_opts, **opts}
     if isinstance(model, torch.nn.Module):
         module = model
     elif Path(os.fspath(model)).is_dir():  # a save_pretrained folder (e3d-train's output)
@@ -49,18 +72,53 @@ def classifier_parts(model: Any = "e3d_s", *, backend: str = "torch",
     module.eval()
     cfg = dict(module.pretrained_cfg)
     cfg["num_classes"] = getattr(module, "num_classes", cfg.get("num_classes"))
-    opts = dict(backend_options or {})
+    parts: Dict[str, Any] = {"cfg": cfg, "check_artifact": None}
     if name == "torch":
-        be = load_backend("torch", module, threads=threads, **opts)
-    else:
-        if artifact is not None and Path(os.fspath(artifact)).is_dir():  # an e3d-export folder
-            from e3d_runtime.video.pipeline import artifact_and_cfg
+        parts["backend"] = load_backend("torch", module, threads=threads, **opts)
+        return parts, rest
+    given = artifact
+    if artifact is None:
+        artifact = export_for(module, name, cfg, cache_dir)
+    parts["backend"] = load_backend(name, artifact, threads=threads, **opts)
+    if given is not None:
+        trained = weights is not None or pretrained or (
+            not isinstance(model, torch.nn.Module) and Path(os.fspath(model)).is_dir())
+        parts["check_artifact"] = lambda clf: check_artifact(clf, module, artifact,
+                                                             compare_outputs=trained)
+    return parts, rest
 
-            artifact = artifact_and_cfg(artifact, name)[1]
-        if artifact is None:
-            artifact = export_for(module, name, cfg, cache_dir)
-        be = load_backend(name, artifact, threads=threads, **opts)
-    return {"backend": be, "cfg": cfg}, rest
+
+def check_artifact(clf: Any, module: torch.nn.Module, artifact: str | os.PathLike, *,
+                   compare_outputs: bool, rtol: float = ARTIFACT_RTOL) -> Dict[str, Any]:
+    """ConfigError unless the artifact ``clf`` runs is ``module``'s network: same input clip
+    shape and classes; with ``compare_outputs``, logits on two seeded clips within ``rtol``
+    of the logits' scale (:data:`ARTIFACT_RTOL`). Returns what was compared."""
+    name = getattr(getattr(module, "spec", None), "name", None) or type(module).__name__
+    c, h, w = (int(v) for v in clf.cfg["input_size"])
+    x = np.random.default_rng(0).standard_normal((2, c, int(clf.cfg["num_frames"]), h, w),
+                                                 dtype=np.float32)
+    what = f"{artifact}: not an export of --model {name}"
+    try:
+        got = clf.logits(x)
+    except BackendError as exc:
+        raise ConfigError(f"{what}: it cannot take the model's {tuple(x.shape[1:])} clips "
+                          f"({exc})") from None
+    with torch.no_grad():
+        ref = module(torch.from_numpy(x)).float().numpy()
+    if got.shape != ref.shape:
+        raise ConfigError(f"{what}: it outputs {got.shape[-1]} classes, the model {ref.shape[-1]}")
+    report: Dict[str, Any] = {"artifact": str(artifact), "model": name, "shapes": "match"}
+    if not compare_outputs:
+        report["outputs"] = "not compared (the model has no trained weights)"
+        return report
+    err = float(np.max(np.abs(got - ref)))
+    scale = float(np.max(np.abs(ref))) or 1.0
+    if err > rtol * scale:
+        raise ConfigError(f"{what}: on the same probe clips their logits differ by up to "
+                          f"{err:.3g} (the model's logits reach {scale:.3g}); export the "
+                          "model again (e3d-export) or drop --model")
+    report.update(outputs="match", max_abs_err=err, logit_scale=scale)
+    return report
 
 
 def load_weights_strict(model: torch.nn.Module, path: str | os.PathLike) -> None:

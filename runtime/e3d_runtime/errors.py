@@ -87,6 +87,19 @@ class ConfigError(E3DError, ValueError):
     """A config file or command-line option is invalid."""
 
 
+class OutputError(E3DError, OSError):
+    """An output path cannot be written, or writing it would destroy something else
+    (a regular file where a folder goes, a folder this toolkit did not write)."""
+
+
+class OutputInUseError(OutputError):
+    """Another process holds the output's lock (two runs writing one output)."""
+
+    def __init__(self, message: str, pid: int | None = None):
+        super().__init__(message)
+        self.pid = pid
+
+
 def require(package: str, extra: str, purpose: str = ""):
     """Import an optional dependency or raise MissingDependencyError naming the extra."""
     import importlib

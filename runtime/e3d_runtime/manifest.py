@@ -34,6 +34,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
+from .atomic import read_text_limited
 from .errors import ConfigError, ExportError
 
 MANIFEST_NAME = "manifest.json"
@@ -66,17 +67,34 @@ def file_table(folder: str | os.PathLike) -> Dict[str, Dict[str, Any]]:
     return table
 
 
+def is_export_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is one e3d-export wrote (it has our manifest): the only kind
+    of existing folder an export may replace."""
+    return (Path(folder) / MANIFEST_NAME).is_file()
+
+
 def load_manifest(folder: str | os.PathLike) -> Dict[str, Any]:
-    path = Path(folder) / MANIFEST_NAME
+    """The folder's manifest, read bounded, its schema and file table checked."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'} "
+                          "(expected an e3d-export folder)")
+    path = folder / MANIFEST_NAME
     if not path.is_file():
         raise ExportError(f"{folder}: no {MANIFEST_NAME} (not an e3d-export folder?)")
+    text = read_text_limited(path, 64 << 20, what="manifest", error=ExportError)
     try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ExportError(f"{path}: not valid JSON: {exc}") from exc
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ExportError(f"{path}: not valid JSON: {exc or 'nested too deeply'}") from None
     if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise ExportError(f"{path}: schema is {found!r}, expected {MANIFEST_SCHEMA!r}")
+        raise ExportError(f"{path}: schema is {found!r:.60}, expected {MANIFEST_SCHEMA!r}")
+    files = data.get("files")
+    if not isinstance(files, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in files.values()):
+        raise ExportError(f"{path}: files: expected an object of {{name: {{sha256, bytes}}}}, "
+                          f"found {files!r:.60}")
     return data
 
 

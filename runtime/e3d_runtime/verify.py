@@ -4,8 +4,9 @@ The one implementation of both commands, whichever install runs them (the edge i
 ``e3d-export`` dispatches here; the full install's ``e3d_export.cli`` calls the same
 functions). Neither needs torch:
 
-* ``--check``: re-hash every file against ``manifest.json`` (a partial copy or a changed
-  file is named).
+* ``--check``: finish or undo a folder swap an interrupted export left (under the
+  folder's lock, so a running export is never touched), then re-hash every file against
+  ``manifest.json`` (a partial copy or a changed file is named).
 * ``--verify``: the hashes, the reference data's sha256, then every artifact on this
   machine's runtimes against the reference clips and PyTorch logits stored in the folder,
   judged by the criteria the manifest records (:mod:`e3d_runtime.reverify`). When torch
@@ -18,9 +19,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
-from .cli._common import EXIT_ERROR, add_json_flag, print_json, run_cli
+from .atomic import output_lock, recover_dir
+from .cli._common import EXIT_ERROR, POSITIVE_INT, add_json_flag, print_json, run_cli
+from .errors import OutputError, OutputInUseError
 from .manifest import check_manifest
 
 if TYPE_CHECKING:
@@ -33,7 +37,9 @@ def add_folder_tasks(p: argparse.ArgumentParser, *, required: bool) -> None:
     """``--check`` / ``--verify FOLDER`` and their options (this module's parser and
     ``e3d_export.cli``'s, which also exports and so has ``--threads`` already)."""
     task = p.add_mutually_exclusive_group(required=required)
-    task.add_argument("--check", metavar="FOLDER", help="verify FOLDER's files against its manifest and exit")
+    task.add_argument("--check", metavar="FOLDER",
+                      help="verify FOLDER's files against its manifest and exit (first finishing or "
+                           "undoing a folder swap an interrupted export left)")
     task.add_argument("--verify", metavar="FOLDER",
                       help="--check, then re-run every artifact in FOLDER on this machine's runtimes "
                            "against the reference inputs/outputs stored there (no torch needed), and "
@@ -49,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="check or verify an e3d-export folder with this machine's runtimes "
         "(exporting needs the full install: pip install e3d-zoo)")
     add_folder_tasks(p, required=True)
-    p.add_argument("--threads", type=int, help="--verify: runtime threads")
+    p.add_argument("--threads", type=POSITIVE_INT, help="--verify: runtime threads")
     add_json_flag(p)
     return p
 
@@ -63,13 +69,43 @@ def run_folder_task(args: argparse.Namespace) -> int:
 
 
 def check_command(folder: str, *, as_json: bool = False) -> int:
-    """``e3d-export --check FOLDER``: re-hash, print the outcome; a mismatch raises ExportError."""
-    m = check_manifest(folder)
+    """``e3d-export --check FOLDER``: recover, re-hash, print the outcome; a mismatch raises
+    ExportError."""
+    m, recovery = check_folder(folder)
     if as_json:
-        print_json({"folder": folder, "ok": True, "files": len(m["files"])})
+        print_json({"folder": folder, "ok": True, "files": len(m["files"]), "recovered": recovery})
     else:
+        if recovery and (recovery["finished"] or recovery["restored"]):
+            how = "finished" if recovery["finished"] else "undone (previous export restored)"
+            print(f"{folder}: an interrupted export's folder swap was {how}")
         print(f"{folder}: all {len(m['files'])} files match manifest.json")
     return 0
+
+
+def check_folder(folder: str) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    """(manifest, recovery report): :func:`~e3d_runtime.atomic.recover_dir`, then
+    :func:`check_manifest`, both under the folder's lock."""
+    return _recovered(folder, check_manifest)
+
+
+def _recovered(folder: str, then: Callable[[str], Any]) -> Tuple[Any, Optional[Dict[str, Any]]]:
+    """(then(folder), recovery report), with ``folder``'s lock held across both, so a
+    running export is never recovered under its feet. Where the location is read-only no
+    lock file can be made, and nothing can have been left half-swapped there either: then
+    ``then`` runs without lock or recovery."""
+    if not Path(folder).parent.is_dir():
+        return then(folder), None
+    try:
+        with output_lock(folder, what="export folder"):
+            try:
+                recovery = recover_dir(folder)
+            except OSError as exc:
+                raise OutputError(f"{folder}: cannot finish an interrupted export: {exc}") from None
+            return then(folder), recovery
+    except OutputInUseError:
+        raise
+    except OutputError:
+        return then(folder), None
 
 
 def source_checker(skip: bool = False) -> Tuple[Optional["SourceCheck"], Optional[str]]:
@@ -101,6 +137,7 @@ def verify_command(folder: str, *, backends: Optional[Sequence[str]] = None,
     on any failure one error line naming each failed file and criterion, exit code 2."""
     from .reverify import failure_line, verify_folder
 
+    _recovered(folder, lambda f: None)  # a swap an interrupted export left is finished first
     check_source, why_not = source_checker(skip=not source_check)
     report = verify_folder(folder, threads=threads, backends=backends, check_source=check_source)
     if check_source is None:

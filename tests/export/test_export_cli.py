@@ -52,7 +52,9 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, tiny_arch_file, capsys):
 
     assert main([str(tiny_arch_file)]) == 2
     assert "--out" in _err(capsys)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pth", "e3d_tiny.json", "other.pth"]
+    # no output folder and no staging left: only the (empty, hidden) lock of the tried --out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".e.lock", "bad.pth", "e3d_tiny.json",
+                                                          "other.pth"]
 
 
 def test_console_script_exits_nonzero_without_traceback(tmp_path):

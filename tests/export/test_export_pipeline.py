@@ -80,7 +80,7 @@ def test_failed_verification_leaves_the_previous_export_untouched(tmp_path):
         export(tiny_model(seed=3), out, lower_2d=True, n_clips=2,
                criteria={"fp32": criteria_for("fp32", max_rel_err=1e-12)})  # impossible tolerance
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert [p.name for p in tmp_path.iterdir()] == ["e"]  # no staging folders left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".e.lock", "e"]  # no staging left behind
     check_manifest(out)
 
 
@@ -88,7 +88,7 @@ def test_failed_first_export_leaves_nothing(tmp_path):
     with pytest.raises(VerificationError):
         export(tiny_model(), tmp_path / "new", n_clips=1,
                criteria={"fp32": criteria_for("fp32", max_rel_err=1e-12)})
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".new.lock"]  # the (empty) lock file only
 
 
 def test_arch_file_and_checkpoint_sources(tmp_path, tiny_arch_file):

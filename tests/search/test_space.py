@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -14,13 +13,8 @@ from e3d_zoo.search.space import (BoundSpace, SearchSpace, default_space, load_s
                                   round_channels)
 from e3d_zoo.zoo import load_zoo_arch
 
-REFERENCE_JSON = Path(__file__).resolve().parents[3] / "shared" / "reference" / "e3d_reference.json"
-
-
-def test_default_space_is_the_reference_search_space():
-    if not REFERENCE_JSON.is_file():
-        pytest.skip(f"{REFERENCE_JSON} not present in this checkout")
-    ref = json.loads(REFERENCE_JSON.read_text())["reference_search"]
+def test_default_space_is_the_reference_search_space(reference, reference_dir):
+    ref = reference["reference_search"]
     sp = default_space()
     assert [list(p) for p in sp.kernel_choices] == ref["kernel_choices_kt_k"]
     assert list(sp.layer_deltas) == ref["layer_deltas"]
@@ -30,7 +24,7 @@ def test_default_space_is_the_reference_search_space():
     assert sp.mutations_per_candidate == ref["mutations_per_candidate"]
     assert [dict(b) for b in sp.seed_structure] == ref["seed_structure"]
     # The reference file itself is a valid space file (descriptive keys are ignored).
-    assert load_space(REFERENCE_JSON) == sp
+    assert load_space(reference_dir / "e3d_reference.json") == sp
 
 
 def test_round_channels_matches_reference_rounding():

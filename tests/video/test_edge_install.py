@@ -36,7 +36,7 @@ HEAVY = ("torch", "torchvision", "timm", "triton", "e3d-zoo")
 
 def _pins() -> str:
     """Constraints: the runtimes and their dependencies at the versions installed here."""
-    names = ("numpy", "openvino", "openvino-telemetry", "onnxruntime", "av", "pillow", "tqdm",
+    names = ("numpy", "filelock", "openvino", "openvino-telemetry", "onnxruntime", "av", "pillow", "tqdm",
              "packaging", "flatbuffers", "protobuf", "sympy", "mpmath", "coloredlogs", "humanfriendly")
     lines = []
     for name in names:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import ConfigError, E3DError, WeightsError
-from ._common import add_json_flag, print_json, run_cli
+from ._common import (NON_NEGATIVE_INT, POSITIVE_INT, add_json_flag, float_in, print_json,
+                      run_cli)
 
 EXIT_SOME_FAILED = 1
 
@@ -37,9 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--random-weights", action="store_true",
                      help="run with random weights when none are given (speed and smoke tests); "
                           "without it, --model loads its published pretrained weights")
-    src.add_argument("--num-classes", type=int, help="classifier size when --weights is not the 400-class head")
+    src.add_argument("--num-classes", type=POSITIVE_INT,
+                     help="classifier size when --weights is not the 400-class head")
     src.add_argument("--artifact", help="an e3d-export folder (preprocessing and labels from its "
-                     "manifest) or one exported .xml / .onnx / .engine file")
+                     "manifest) or one exported .xml / .onnx / .engine file; it is what runs. With "
+                     "--model too, the two must be the same network: shapes are checked, and "
+                     "logits when --model has trained weights")
     src.add_argument("--backend", default=None,
                      help="torch, onnxruntime, openvino or tensorrt (default: a folder's first "
                           "installed runtime of openvino, onnxruntime, tensorrt; a file's by its "
@@ -48,12 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="which of an export folder's artifacts runs: auto (default) takes the one "
                           "e3d-export --precision auto measured fastest and still right on the exporting "
                           "machine, where this CPU computes its precision natively, else fp32")
-    src.add_argument("--threads", type=int, default=None, help="inference threads (default: runtime's)")
-    src.add_argument("--streams", type=int, default=None,
+    src.add_argument("--threads", type=POSITIVE_INT, default=None,
+                     help="inference threads (default: runtime's)")
+    src.add_argument("--streams", type=POSITIVE_INT, default=None,
                      help="openvino: inference requests run at once, sharing --threads (default 1, "
                           "lowest latency per window; more streams raise throughput on many-core "
                           "machines; no gain measured on 2 cores)")
-    src.add_argument("--decode-threads", type=int, default=0,
+    src.add_argument("--decode-threads", type=NON_NEGATIVE_INT, default=0,
                      help="FFmpeg decoder threads (default 0: FFmpeg's choice, the fastest measured on 2 cores)")
     src.add_argument("--decoder-resize", action="store_true",
                      help="stream mode: FFmpeg scales frames to the model's resize size while converting "
@@ -64,19 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", choices=("auto", "video", "stream"), default="auto",
                      help="video: one prediction per input (multi-view); stream: one per hop. "
                           "auto: stream for URLs/devices, video for files")
-    run.add_argument("--clips", type=int, default=4, help="temporal clips per video (video mode)")
+    run.add_argument("--clips", type=POSITIVE_INT, default=4,
+                     help="temporal clips per video (video mode)")
     run.add_argument("--crops", type=int, default=3, choices=(1, 3), help="spatial crops per clip")
-    run.add_argument("--hop", type=float, default=0.5, help="seconds between stream predictions")
-    run.add_argument("--smoothing", type=float, default=0.0,
+    run.add_argument("--hop", type=float_in(0, lo_open=True), default=0.5,
+                     help="seconds between stream predictions")
+    run.add_argument("--smoothing", type=float_in(0, 1, hi_open=True), default=0.0,
                      help="stream mode: weight an exponential moving average keeps (0 = off)")
-    run.add_argument("--top-k", type=int, default=5)
-    run.add_argument("--batch-size", type=int, default=8, help="clips per inference call")
-    run.add_argument("--frame-stride", type=int, default=None, help="override the model's frame stride")
-    run.add_argument("--sample-fps", type=float, default=None,
+    run.add_argument("--top-k", type=POSITIVE_INT, default=5)
+    run.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="clips per inference call")
+    run.add_argument("--frame-stride", type=POSITIVE_INT, default=None,
+                     help="override the model's frame stride")
+    run.add_argument("--sample-fps", type=float_in(0, lo_open=True), default=None,
                      help="sample frames by time at this rate instead of a frame stride (VFR-safe)")
-    run.add_argument("--start", type=float, default=None, help="stream mode, files: seek to this second")
-    run.add_argument("--max-reconnects", type=int, default=3, help="live streams: reconnect attempts")
-    run.add_argument("--timeout", type=float, default=10.0, help="stream open/read timeout, seconds")
+    run.add_argument("--start", type=float_in(0), default=None,
+                     help="stream mode, files: seek to this second")
+    run.add_argument("--max-reconnects", type=NON_NEGATIVE_INT, default=3,
+                     help="live streams: reconnect attempts")
+    run.add_argument("--timeout", type=float_in(0, lo_open=True), default=10.0,
+                     help="stream open/read timeout, seconds")
     run.add_argument("--format", default=None, help="FFmpeg input format, e.g. v4l2 for /dev/video0")
     run.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE",
                      help="FFmpeg demuxer/protocol option for streams, e.g. rtsp_transport=tcp "
@@ -104,6 +115,9 @@ def _make_classifier(args: argparse.Namespace):
     options: Dict[str, Any] = {}
     if args.streams is not None:
         options["streams"] = args.streams
+    if args.artifact and args.backend and args.backend.lower() in ("torch", "pytorch"):
+        raise ConfigError(f"--backend {args.backend}: runs --model in PyTorch, not --artifact "
+                          f"{args.artifact}; drop one of them")
     runtime = _runtime(args)
     if args.artifact and not args.no_compile_cache and runtime == "openvino":
         options["cache_dir"] = compile_cache_dir()
@@ -123,7 +137,7 @@ def _make_classifier(args: argparse.Namespace):
         except WeightsError as exc:
             raise WeightsError(f"{exc} (to run without trained weights, e.g. for a speed test, "
                                "pass --random-weights)") from exc
-    if args.frame_stride or args.sample_fps:
+    if args.frame_stride is not None or args.sample_fps is not None:
         clf.sampling = SamplingConfig.from_cfg(clf.cfg, frame_stride=args.frame_stride,
                                                sample_fps=args.sample_fps)
     return clf
@@ -184,19 +198,11 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     from ..video.decode import expand_inputs, is_stream_url
     from ..video.writers import JsonlWriter, annotate_video, check_output_path, write_csv
 
-    if args.hop <= 0:
-        raise ConfigError(f"--hop: expected seconds > 0, found {args.hop}")
-    if not 0 <= args.smoothing < 1:
-        raise ConfigError(f"--smoothing: expected 0 <= value < 1, found {args.smoothing}")
     if args.precision != "auto" and not (args.artifact and not args.model):
         raise ConfigError(f"--precision {args.precision}: picks among an export folder's artifacts; "
                           "pass --artifact FOLDER (without --model)")
-    if args.decode_threads < 0:
-        raise ConfigError(f"--decode-threads: expected >= 0, found {args.decode_threads}")
     if args.streams is not None:
         backend = _runtime(args)
-        if args.streams < 1:
-            raise ConfigError(f"--streams: expected >= 1, found {args.streams}")
         if backend != "openvino":
             raise ConfigError(f"--streams: only the openvino backend runs requests concurrently; "
                               f"the backend here is {backend}")
@@ -305,7 +311,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if csv_path:
         write_csv(csv_path, [r for r in records if r.get("kind") in ("video", "window")])
 
-    summary = {"backend": clf.backend.describe(), "inputs": len(inputs), "skipped_done": len(done & set(inputs)),
+    summary = {"backend": clf.backend.describe(), "artifact_check": clf.artifact_check,
+               "inputs": len(inputs), "skipped_done": len(done & set(inputs)),
                "records": new_records, "failures": failures,
                "outputs": {k: str(v) for k, v in (("jsonl", jsonl), ("csv", csv_path),
                                                    ("annotate", annotate)) if v}}
@@ -313,8 +320,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         print_json(summary)
     elif failures:
         print(f"e3d-infer: {len(failures)} input(s) failed:", file=sys.stderr)
-        for f in failures:
-            print(f"  {f['error']}", file=sys.stderr)
+        for f in failures:  # each line names its input
+            msg = f["error"] if f["source"] in f["error"] else f"{f['source']}: {f['error']}"
+            print(f"  {msg}", file=sys.stderr)
     return EXIT_SOME_FAILED if failures else 0
 
 

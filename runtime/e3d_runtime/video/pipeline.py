@@ -30,7 +30,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 
 from ..backends.base import Backend, canonical_backend_name, load_backend
-from ..errors import ConfigError, DataError, MissingDependencyError
+from ..atomic import read_text_limited
+from ..errors import BackendError, ConfigError, DataError, MissingDependencyError
 from ..manifest import MANIFEST_NAME, artifact_entry_for, load_manifest, preprocess_cfg
 from . import multiview, streaming
 from .sampling import SamplingConfig
@@ -55,14 +56,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def load_labels(path: str | os.PathLike) -> List[str]:
     """Class names from a text file (one per line) or JSON (list, or {index: name})."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such label file")
-    text = p.read_text(encoding="utf-8")
+    text = read_text_limited(p, 16 << 20, what="label file", error=DataError)
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p}: not valid JSON ({exc})") from exc
+        except (ValueError, RecursionError) as exc:
+            raise DataError(f"{p}: not valid JSON ({exc})") from None
         if isinstance(data, dict):
             try:
                 return [str(data[k]) for k in sorted(data, key=lambda k: int(k))]
@@ -169,6 +168,8 @@ class VideoClassifier:
         self.decoder_resize = bool(decoder_resize)
         names = labels if labels is not None else self.cfg.get("label_names")
         self.labels: Optional[List[str]] = list(names) if names else None
+        # from_model(artifact=...): how the artifact was checked against the model
+        self.artifact_check: Optional[Dict[str, Any]] = None
         n_cls = self.cfg.get("num_classes")
         if self.labels and n_cls and len(self.labels) != int(n_cls):
             raise DataError(f"labels: the model has {n_cls} classes, found {len(self.labels)} "
@@ -201,7 +202,9 @@ class VideoClassifier:
         save-pretrained folder or ``nn.Module``): needs the full e3d-zoo install.
 
         See :func:`e3d_zoo.video.model_source.classifier_parts` for the options
-        (``pretrained``, ``weights``, ``artifact``, ``threads``, ``cache_dir``, ...).
+        (``pretrained``, ``weights``, ``artifact``, ``threads``, ``cache_dir``, ...). With
+        an ``artifact`` the artifact is what runs and the model must be the same network
+        (checked there); how it was checked is in ``artifact_check``.
         """
         if importlib.util.find_spec("e3d_zoo") is None:
             raise ConfigError("a PyTorch model (--model) needs the full install: pip install e3d-zoo; "
@@ -209,7 +212,10 @@ class VideoClassifier:
         from e3d_zoo.video.model_source import classifier_parts
 
         parts, rest = classifier_parts(model, backend=backend, **kwargs)
-        return cls(parts["backend"], parts["cfg"], **rest)
+        clf = cls(parts["backend"], parts["cfg"], **rest)
+        if parts.get("check_artifact") is not None:
+            clf.artifact_check = parts["check_artifact"](clf)
+        return clf
 
     # ---- the model ---------------------------------------------------------------------
     def label(self, index: int) -> str:
@@ -261,9 +267,22 @@ class VideoClassifier:
             started.append((n, self.backend.submit(chunk)))
         return started
 
-    @staticmethod
-    def collect(started: List[Tuple[int, "Future[np.ndarray]"]]) -> np.ndarray:
-        return np.concatenate([softmax(f.result())[:n] for n, f in started], axis=0)
+    def collect(self, started: List[Tuple[int, "Future[np.ndarray]"]],
+                probabilities: bool = True) -> np.ndarray:
+        """Wait for :meth:`submit`'s batches: softmax probabilities (or the raw logits)."""
+        out = []
+        for n, f in started:
+            logits = np.asarray(f.result())[:n]
+            if not np.isfinite(logits).all():
+                # softmax of NaN is NaN and argsort still ranks it: a label with score nan
+                raise BackendError(f"{self.backend.name}: the model produced non-finite outputs "
+                                   "(NaN or Inf); its weights or the exported artifact are corrupt")
+            out.append(softmax(logits) if probabilities else logits)
+        return np.concatenate(out, axis=0)
+
+    def logits(self, clips: np.ndarray) -> np.ndarray:
+        """Raw logits for clips ``(N, C, T, H, W)`` (what :meth:`predict` turns into probabilities)."""
+        return self.collect(self.submit(clips), probabilities=False)
 
     # ---- the two modes ---------------------------------------------------------------
     def views(self, source: str | os.PathLike, *, num_clips: Optional[int] = None,

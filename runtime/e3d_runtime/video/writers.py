@@ -3,10 +3,11 @@
 Nothing half-written ends up under a final name: JSONL records go to
 ``<path>.partial`` (flushed per record, so an interrupted folder run resumes from it)
 and are renamed to ``<path>`` when the run completes; CSV and MP4 are written through
-:func:`e3d_zoo.atomic.atomic_path`.
+:func:`e3d_runtime.atomic.atomic_path`.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -17,7 +18,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from ..atomic import atomic_path, atomic_write_text
+from ..atomic import atomic_path, atomic_write_text, output_lock
 from ..errors import ConfigError, VideoError, require
 
 
@@ -96,23 +97,31 @@ class JsonlWriter:
     ``resume=True`` keeps the records an interrupted run left in ``<path>.partial``
     (and those of a finished ``<path>``), so :meth:`done_sources` lets a folder run
     skip inputs already classified. :meth:`close` renames the partial file into place.
+    The writer holds ``path``'s lock (:func:`e3d_runtime.atomic.output_lock`) until
+    :meth:`close` or :meth:`abort`: a second run on the same file fails at once instead
+    of interleaving records into one partial file.
     """
 
     def __init__(self, path: str | os.PathLike, resume: bool = True):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._held = contextlib.ExitStack()
+        self._held.enter_context(output_lock(self.path, what="JSONL file"))
         self.records: List[Dict[str, Any]] = []
-        if resume:
-            for src in (self.partial, self.path):
-                if src.is_file():
-                    self.records = _read_jsonl(src)
-                    break
-        # rewrite what we kept (drops a torn last line of a killed run)
-        self._fh = open(self.partial, "w", encoding="utf-8")
-        for rec in self.records:
-            self._fh.write(json.dumps(rec, default=_json_default) + "\n")
-        self._fh.flush()
+        try:
+            if resume:
+                for src in (self.partial, self.path):
+                    if src.is_file():
+                        self.records = _read_jsonl(src)
+                        break
+            # rewrite what we kept (drops a torn last line of a killed run)
+            self._fh = open(self.partial, "w", encoding="utf-8")
+            for rec in self.records:
+                self._fh.write(json.dumps(rec, default=_json_default) + "\n")
+            self._fh.flush()
+        except BaseException:
+            self._held.close()
+            raise
 
     def done_sources(self) -> set:
         return {r.get("source") for r in self.records if r.get("complete", True)}
@@ -132,24 +141,34 @@ class JsonlWriter:
             os.fsync(self._fh.fileno())
             self._fh.close()
             os.replace(self.partial, self.path)
+        self._held.close()
         return self.path
 
     def abort(self) -> None:
         """Keep the partial file for a later resume, do not publish it."""
         if self._fh is not None and not self._fh.closed:
             self._fh.close()
+        self._held.close()
 
 
 def _read_jsonl(path: Path) -> List[Dict[str, Any]]:
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a JSONL file (not UTF-8 text); cannot resume from it "
+                          "(move it away or choose another --jsonl)") from None
+    for line in text.splitlines():
         line = line.strip()
         if not line:
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            rec = json.loads(line)
+        except (ValueError, RecursionError):
             break  # a torn last line from an interrupted write
+        if not isinstance(rec, dict):
+            break
+        out.append(rec)
     return out
 
 
