@@ -48,6 +48,8 @@ DEFAULT_CANDIDATES = 500_000
 DEFAULT_POPULATION = 256
 DEFAULT_CHECKPOINT_EVERY = 50_000
 MAX_CHECKPOINT_BYTES = 64 << 20
+# what happened to each candidate; the checkpoint stores one count each
+COUNTERS = ("accepted", "over_budget", "duplicates", "score_undefined")
 _EVENT_EVERY = 1024  # candidates between progress updates and Ctrl-C checks
 
 
@@ -358,7 +360,7 @@ class _Search:
             s0 = self.evaluator.evaluate(self.seed_cand).score
             pop = [(s0, self.seed_cand)]
             history = [(0, s0)]
-            counters = {"accepted": 0, "over_budget": 0, "duplicates": 0, "score_undefined": 0}
+            counters = dict.fromkeys(COUNTERS, 0)
             elapsed_before = 0.0
         start_n = n
         pop_scores = [s for s, _ in pop]
@@ -568,8 +570,8 @@ class _CheckpointReader:
                               f"requested total {job.total}; ask for at least that many")
         n = self.count("candidates", n, job.total)
         counters = doc.get("counters")
-        if not isinstance(counters, dict) or set(counters) != {"accepted", "over_budget", "duplicates"}:
-            raise self.bad("counters", "an object with accepted, over_budget, duplicates", counters)
+        if not isinstance(counters, dict) or set(counters) != set(COUNTERS):
+            raise self.bad("counters", f"an object with {', '.join(COUNTERS)}", counters)
         counters = {k: self.count(f"counters.{k}", v, n) for k, v in counters.items()}
         if sum(counters.values()) > n:
             raise self.bad("counters", f"counts that sum to at most candidates ({n})", counters)

@@ -107,5 +107,7 @@ def test_cli_score_size(tmp_path, capsys):
     from e3d_zoo import stentr
 
     assert summary["best_score"] == stentr.stentr_score(spec, 16, 160)
-    assert main(["--score-size", "0", "--budget-flops", "2e9", "--out", str(out)]) == 2
-    assert "score_size: expected an integer >= 1, found 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # refused where it is parsed
+        main(["--score-size", "0", "--budget-flops", "2e9", "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert "--score-size: expected an integer in [1, 8192], found 0" in capsys.readouterr().err
