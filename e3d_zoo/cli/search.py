@@ -65,18 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--latency-reference", metavar="ARCH", default=None,
                    help="the network measured with the finalists, and the unit of "
                         "--budget-latency-ratio: zoo name or arch JSON (default e3d_s)")
-    g.add_argument("--finalists", type=NON_NEGATIVE_INT, default=DEFAULT_FINALISTS, metavar="K",
+    g.add_argument("--finalists", type=NON_NEGATIVE_INT, default=None, metavar="K",
                    help=f"measure K members of the final population (all fit the predicted "
                         f"budget) and keep the best-scoring one whose measured latency fits "
                         f"(default {DEFAULT_FINALISTS}; 0: do not measure, e.g. when the table "
                         f"describes another device: the result fits the prediction only)")
-    g.add_argument("--finalist-step", type=float_in(0, 1, hi_open=True), default=DEFAULT_STEP,
-                   metavar="F",
+    g.add_argument("--finalist-step", type=float_in(0, 1, hi_open=True), default=None, metavar="F",
                    help=f"finalist i (i = 0..K-1) is the best member predicted at least i x F "
                         f"under the limit, so that some have slack for the predictor's error "
                         f"(default {DEFAULT_STEP}; 0: the K best)")
-    g.add_argument("--measure-rounds", type=POSITIVE_INT, default=DEFAULT_MEASURE_ROUNDS,
-                   metavar="N",
+    g.add_argument("--measure-rounds", type=POSITIVE_INT, default=None, metavar="N",
                    help=f"interleaved rounds of that measurement, 3 runs each "
                         f"(default {DEFAULT_MEASURE_ROUNDS})")
     g.add_argument("--measure-statistic", choices=("cpu", "median", "min"), default=None,
@@ -178,19 +176,35 @@ def _seed_arch(value: Optional[str], frames: int, size: int):
     return value
 
 
+def _or(value, default):
+    """``value`` unless the flag was not given (None: left unset so that a latency flag
+    given without a latency budget can be refused)."""
+    return default if value is None else value
+
+
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from ..search import Budgets, load_predictor, search
     from ..search.space import load_space, default_space
     from ..search.evolution import SearchInterrupted
-    from ..search.finalists import LatencyBudgetMissed
+    from ..search.finalists import (DEFAULT_FINALISTS, DEFAULT_MEASURE_ROUNDS, DEFAULT_STEP,
+                                    LatencyBudgetMissed)
 
     budgets = Budgets(tinynas_flops=args.budget_flops, macs=args.budget_macs,
                       params=args.budget_params, layers=args.budget_layers,
                       latency_ms=args.budget_latency_ms, latency_ratio=args.budget_latency_ratio)
-    if args.latency_table and not budgets.has_latency:
-        raise SearchError("--latency-table: given without a latency budget; add "
-                          "--budget-latency-ms or --budget-latency-ratio")
+    if not budgets.has_latency:  # these only shape a latency budget's measurement
+        given = [flag for flag, v in (("--latency-table", args.latency_table),
+                                      ("--latency-reference", args.latency_reference),
+                                      ("--finalists", args.finalists),
+                                      ("--finalist-step", args.finalist_step),
+                                      ("--measure-rounds", args.measure_rounds),
+                                      ("--measure-statistic", args.measure_statistic),
+                                      ("--accept-nearest", args.accept_nearest or None))
+                 if v is not None]
+        if given:
+            raise SearchError(f"{given[0]}: given without a latency budget; add "
+                              "--budget-latency-ms or --budget-latency-ratio")
     space = load_space(args.space) if args.space else default_space()
     space = _space_overrides(space, args)
     predictor = None
@@ -215,8 +229,10 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             population=args.population,
             candidates=args.candidates, seed=args.seed, num_classes=args.num_classes,
             latency_predictor=predictor, latency_reference=args.latency_reference,
-            finalists=args.finalists, finalist_step=args.finalist_step,
-            measure_rounds=args.measure_rounds, measure_statistic=args.measure_statistic,
+            finalists=_or(args.finalists, DEFAULT_FINALISTS),
+            finalist_step=_or(args.finalist_step, DEFAULT_STEP),
+            measure_rounds=_or(args.measure_rounds, DEFAULT_MEASURE_ROUNDS),
+            measure_statistic=args.measure_statistic,
             accept_nearest=args.accept_nearest, out=args.out, name=args.name,
             checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
             resume=args.resume, plots=not args.no_plots,

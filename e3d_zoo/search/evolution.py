@@ -171,9 +171,9 @@ def _resolve_reference(reference: Union[None, str, os.PathLike, ArchSpec], frame
 
     try:
         spec = spec_for("e3d_s" if reference is None else reference)
-    except E3DError as exc:
+        return spec.replace(frames=frames, size=size, name=spec.name or "reference")
+    except E3DError as exc:  # unknown, unreadable, or unable to take the search's clip
         raise SearchError(f"latency reference (--latency-reference): {exc}") from None
-    return spec.replace(frames=frames, size=size, name=spec.name or "reference")
 
 
 def _default_measurer(predictor: Any, rounds: int, statistic: Optional[str],
@@ -744,6 +744,11 @@ def search(frames: int = 13, size: int = 160, *,
     get_score(score)
     space_obj = _resolve_space(space)
     seed_spec = _resolve_seed_arch(seed_arch, space_obj, frames, size)
+    if score_size is not None:
+        try:  # the space keeps the seed's strides: every candidate downsamples as it does
+            seed_spec.with_clip(None, score_size)
+        except ArchError as exc:
+            raise SearchError(f"score_size (--score-size): {exc}") from None
     reference = None
     if budgets.has_latency:
         reference = _resolve_reference(latency_reference, frames, size)
