@@ -225,12 +225,13 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
     spec = model.spec
     shape = (model.in_chans, spec.frames, spec.size)
     if auto:
+        _require_trained(source_info)  # before rendering or reading any held-out clips
         if isinstance(held_out, str):  # --held-out synthetic[:N] or a file
             from .precision import load_held_out
 
             held_out, calib_given, held_out_source = load_held_out(held_out, shape, n_calibration)
             calibration_clips = calibration_clips if calibration_clips is not None else calib_given
-        held_out = _check_auto(held_out, shape, source_info)
+        held_out = _check_auto(held_out, shape)
         openvino = openvino or importlib.util.find_spec("openvino") is not None
         # a few real clips join the random ones, so every artifact is also verified on data
         real = held_out[:4].astype(np.float16).astype(np.float32)
@@ -313,21 +314,26 @@ def _build_artifacts(run: _ExportRun, plan: Mapping[str, bool], calib: Optional[
                 run.tensorrt(engine_src, precision, trt_batch)
 
 
-def _check_auto(held_out: Optional[np.ndarray], shape: Tuple[int, int, int],
-                source_info: Mapping[str, Any]) -> np.ndarray:
-    """The held-out clips ``precision="auto"`` judges agreement on, checked."""
+def _require_trained(source_info: Mapping[str, Any]) -> None:
     weights = str(source_info.get("weights", ""))
     if weights.startswith("random initialization"):
         raise ConfigError("precision auto: the weights are random; whether INT8 or bf16 still gives "
                           "fp32's answers can only be judged on trained weights (a checkpoint, "
                           "a save-pretrained folder or --pretrained)")
+
+
+def _check_auto(held_out: Optional[np.ndarray], shape: Tuple[int, int, int]) -> np.ndarray:
+    """The held-out clips ``precision="auto"`` judges agreement on, checked."""
     if held_out is None:
         raise ConfigError("precision auto: needs held-out clips of the training distribution to judge "
                           "agreement on (--held-out synthetic, or a .npy/.npz of clips)")
     held_out = np.ascontiguousarray(held_out, dtype=np.float32)
     C, T, R = shape
-    if held_out.ndim != 5 or held_out.shape[1:] != (C, T, R, R):
-        raise ConfigError(f"held-out clips: expected (N, {C}, {T}, {R}, {R}), found {held_out.shape}")
+    if held_out.ndim != 5 or held_out.shape[1:] != (C, T, R, R) or not len(held_out):
+        raise ConfigError(f"held-out clips: expected (N, {C}, {T}, {R}, {R}), N >= 1, found "
+                          f"{held_out.shape}")
+    if not np.isfinite(held_out).all():  # agreement on NaN inputs would judge nothing
+        raise ConfigError("held-out clips: expected finite numbers, found NaN or Inf")
     return held_out
 
 

@@ -40,6 +40,8 @@ from e3d_runtime.machine import cpu_info, has_native_bf16, load_average, usable_
 from e3d_runtime.manifest import FORMAT_BACKENDS, artifact_precision
 
 MIN_GAIN = 0.9
+# synthetic held-out clips: 400 by default; far more only costs rendering time and memory
+MAX_HELD_OUT = 10_000
 # artifacts that are not for the CPU runtimes they load on: TensorRT's Q/DQ form runs on
 # ONNX Runtime only as float convs between Q/DQ pairs, fp16 ONNX as emulated fp16
 NOT_CANDIDATES = ("int8_onnx_trt", "onnx_fp16")
@@ -63,8 +65,9 @@ def load_held_out(spec: str, shape: tuple, n_calibration: int = 16) -> tuple:
             seed = int(parts[1]) if len(parts) > 1 else 0
         except ValueError:
             raise ConfigError(f"--held-out {spec!r}: expected synthetic[:N[:SEED]] with integers") from None
-        if n < 1 or len(parts) > 2:
-            raise ConfigError(f"--held-out {spec!r}: expected synthetic[:N[:SEED]], N >= 1")
+        if not 1 <= n <= MAX_HELD_OUT or seed < 0 or len(parts) > 2:
+            raise ConfigError(f"--held-out {spec!r}: expected synthetic[:N[:SEED]], N in "
+                              f"[1, {MAX_HELD_OUT}], SEED >= 0")
         from e3d_zoo.data.synthetic import SyntheticMotion
 
         def render(split: str, count: int) -> np.ndarray:
@@ -86,6 +89,10 @@ def load_held_out(spec: str, shape: tuple, n_calibration: int = 16) -> tuple:
             calib = np.asarray(data["calibration"], np.float32) if "calibration" in data else None
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"{path}: cannot read held-out clips (a .npz needs a 'clips' array): {exc}") from None
+    if calib is not None and (calib.ndim != 5 or calib.shape[1:] != (C, T, R, R) or not len(calib)
+                              or not np.isfinite(calib).all()):
+        raise ConfigError(f"{path}: calibration: expected finite clips (N, {C}, {T}, {R}, {R}), "
+                          f"found {calib.shape}")
     return clips, calib, str(path)
 
 
