@@ -17,7 +17,8 @@ alias_modules(__name__, {"errors": "e3d_runtime.errors", "atomic": "e3d_runtime.
 
 from .errors import (ArchError, BackendError, ConfigError, DataError, E3DError, ExportError,
                      HubError, LatencyTableError, MissingDependencyError, ModelNotFoundError,
-                     SearchError, VerificationError, VideoError, WeightsError)
+                     OutputError, OutputInUseError, SearchError, VerificationError, VideoError,
+                     WeightsError)
 from .spec import ArchSpec, BlockSpec, load_arch
 from .complexity import macs, num_layers, params, tinynas_flops
 from .stentr import entropy_score, stage_scores, stentr_score
@@ -32,5 +33,6 @@ __all__ = [
     "stentr_score", "stage_scores", "entropy_score",
     "E3DError", "ArchError", "ModelNotFoundError", "WeightsError", "HubError", "SearchError",
     "LatencyTableError", "ExportError", "VerificationError", "BackendError",
-    "MissingDependencyError", "VideoError", "DataError", "ConfigError",
+    "MissingDependencyError", "VideoError", "DataError", "ConfigError", "OutputError",
+    "OutputInUseError",
 ]

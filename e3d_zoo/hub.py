@@ -626,8 +626,9 @@ def load_pretrained_weights(model: nn.Module, pretrained_cfg: Optional[Mapping[s
             raise WeightsError(f"{name}: pretrained_cfg['file'] = {local!r} does not exist. {_HOW_TO_GET}")
         return load_weights(model, local)
     if source != "hf-hub" and cfg.get("state_dict") is not None:
-        report = apply_state_dict(model, convert_reference_state_dict(dict(cfg["state_dict"])),
-                                  f"{name}: pretrained_cfg['state_dict']")
+        where = f"{name}: pretrained_cfg['state_dict']"
+        check_finite(cfg["state_dict"], where)
+        report = apply_state_dict(model, convert_reference_state_dict(dict(cfg["state_dict"])), where)
         return report
     repo = cfg.get("hf_hub_id")
     if not repo:

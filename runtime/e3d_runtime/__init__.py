@@ -15,7 +15,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .errors import (BackendError, ConfigError, DataError, E3DError, ExportError,
-                     MissingDependencyError, VerificationError, VideoError)
+                     MissingDependencyError, OutputError, OutputInUseError, VerificationError,
+                     VideoError)
 
 
 def __getattr__(name: str):  # the pipeline pulls in the video stack: only on use
@@ -31,5 +32,5 @@ def __getattr__(name: str):  # the pipeline pulls in the video stack: only on us
 
 
 __all__ = ["__version__", "VideoClassifier", "load_backend", "E3DError", "BackendError",
-           "ConfigError", "DataError", "ExportError", "MissingDependencyError",
-           "VerificationError", "VideoError"]
+           "ConfigError", "DataError", "ExportError", "MissingDependencyError", "OutputError",
+           "OutputInUseError", "VerificationError", "VideoError"]
