@@ -351,7 +351,7 @@ def test_a_failed_openvino_request_raises_instead_of_hanging(model, tmp_path):
     be.submit(np.zeros((1, 3, 4, 32, 32), np.float32)).result(timeout=30)  # builds the workers
 
     class FailingRequest:
-        def infer(self, inputs):
+        def infer(self, inputs, share_inputs=False):  # the signature the backend calls
             raise RuntimeError("device lost (test double)")
 
     while not be._idle.empty():
