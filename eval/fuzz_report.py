@@ -124,7 +124,7 @@ def _tinynas_text(doc: Any, rng: random.Random) -> str:
         structures = _hostile(rng)
     elif rng.random() < 0.2:
         structures = blocks
-    return repr({"best_structures": structures, "space_arch": "CnnNet"})
+    return repr({"best_structures": structures, "space_arch": "Cnn3DNet"})
 
 
 def fuzzed_arch_files(n: int, seed: int = 0) -> Iterator[Tuple[str, bytes]]:
@@ -149,7 +149,8 @@ def _worker(folder: str) -> None:
     """Load every file of ``folder`` named on stdin; one JSON line of results per file."""
     import tracemalloc
 
-    from e3d_zoo.errors import ArchError
+    from e3d_runtime.errors import ArchError
+    from e3d_zoo.complexity import summary
     from e3d_zoo.spec import load_arch
 
     for line in sys.stdin:
@@ -159,7 +160,7 @@ def _worker(folder: str) -> None:
         t0 = time.perf_counter()
         try:
             spec = load_arch(path, frames=8, size=64) if name.endswith(".txt") else load_arch(path)
-            spec.summary()
+            summary(spec)  # every cost, the score included
             outcome = "ok"
         except ArchError:
             outcome = "ArchError"
@@ -333,7 +334,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def save() -> None:  # after each part: a long run that dies keeps what it measured
         if args.out:
-            from e3d_zoo.atomic import atomic_write_text
+            from e3d_runtime.atomic import atomic_write_text
 
             atomic_write_text(args.out, json.dumps(report, indent=1, default=str) + "\n")
 

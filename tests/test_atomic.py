@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from e3d_zoo.atomic import (atomic_dir, atomic_path, atomic_write_text, exchange, output_lock,
+from e3d_runtime.atomic import (atomic_dir, atomic_path, atomic_write_text, exchange, output_lock,
                             read_text_limited, recover_dir, remove_stale_temps)
-from e3d_zoo.errors import E3DError, OutputError, OutputInUseError
+from e3d_runtime.errors import E3DError, OutputError, OutputInUseError
 
 READ_ONLY_DIR = "/sys"  # refuses new entries even for root, so the test means the same in CI
 
@@ -166,7 +166,7 @@ def test_leftovers_of_other_outputs_are_not_touched(tmp_path):
 
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from e3d_zoo.atomic import atomic_dir, output_lock
+    from e3d_runtime.atomic import atomic_dir, output_lock
     mode, path = sys.argv[1], sys.argv[2]
     if mode == "lock":
         with output_lock(path):

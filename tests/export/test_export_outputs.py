@@ -89,7 +89,7 @@ def test_a_second_export_to_one_out_is_refused_with_the_first_ones_pid(tmp_path,
 
 def test_a_save_pretrained_folder_exports_with_a_real_video_clip(tmp_path):
     av = pytest.importorskip("av")  # noqa: F841
-    from e3d_zoo.video.writers import encode_video
+    from e3d_runtime.video.writers import encode_video
 
     save_pretrained(tiny_model(num_classes=3), tmp_path / "model", label_names=["a", "b", "c"])
     rng = np.random.default_rng(0)

@@ -12,8 +12,8 @@ import textwrap
 import pytest
 import torch
 
+from e3d_runtime.errors import HubError, WeightsError
 from e3d_zoo import create_model
-from e3d_zoo.errors import HubError, WeightsError
 from e3d_zoo.hub import load_weights, parse_hub_id, safetensors_bytes, save_pretrained
 
 from tiny_arch import make_tiny_spec

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import torch
 
-from e3d_zoo.errors import OutputInUseError, WeightsError
+from e3d_runtime.errors import OutputInUseError, WeightsError
 from e3d_zoo.train import TrainConfig, load_checkpoint, save_checkpoint, train
 
 
@@ -64,7 +64,7 @@ def test_relative_paths_in_a_config_file_resolve_against_it(tmp_path, tiny_arch_
 
 _HOLD = textwrap.dedent("""
     import sys
-    from e3d_zoo.atomic import output_lock
+    from e3d_runtime.atomic import output_lock
     with output_lock(sys.argv[1]):
         print("held", flush=True)
         sys.stdin.readline()

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from e3d_runtime.cli.infer import main
+from e3d_runtime.errors import BackendError, ConfigError
+from e3d_runtime.video.pipeline import VideoClassifier
+from e3d_runtime.video.writers import encode_video
 from e3d_zoo import create_model
-from e3d_zoo.cli.infer import main
-from e3d_zoo.errors import BackendError, ConfigError
 from e3d_zoo.hub import save_pretrained
-from e3d_zoo.video.pipeline import VideoClassifier
-from e3d_zoo.video.writers import encode_video
 
 from .helpers import make_tiny_spec, moving_bar
 
