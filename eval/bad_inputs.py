@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-# console script -> "module:function" (pyproject's [project.scripts])
+# console script -> "module:function": [project.scripts] of pyproject.toml (e3d-zoo) and
+# runtime/pyproject.toml (e3d-runtime, whose e3d-export hands exporting to e3d_export.cli)
 ENTRY_POINTS = {
     "e3d-zoo": "e3d_zoo.cli.zoo:main",
     "e3d-search": "e3d_zoo.cli.search:main",
-    "e3d-export": "e3d_export.cli:main",
+    "e3d-export": "e3d_runtime.cli.export:main",
     "e3d-bench": "e3d_zoo.cli.bench:main",
-    "e3d-infer": "e3d_zoo.cli.infer:main",
+    "e3d-infer": "e3d_runtime.cli.infer:main",
     "e3d-train": "e3d_zoo.cli.train:main",
 }
 
@@ -64,6 +65,9 @@ FOLDER = "is a folder"
 READ_ONLY = "permission denied"
 SEARCH = "--budget-flops 2e9 --no-plots --no-progress"
 SEARCH_OUT = f"{SEARCH} --candidates 50 --out {{root}}/s.json"
+# a latency budget, so the finalists' flags apply (the table itself is never read: the
+# flags are refused first)
+LATENCY = f"{SEARCH_OUT} --budget-latency-ratio 1 --latency-table {{root}}/missing_table.json"
 # the settings the fixture checkpoint was made with (make_fixtures: _checkpoints)
 RESUME = f"{SEARCH} --population 8 --candidates 200 --out {{root}}/r.json --resume --checkpoint"
 BENCH = "{root}/small.json --backends torch"
@@ -88,7 +92,7 @@ BAD_SETTINGS = {  # e3d-train --set KEY=VALUE -> what the error says
     "label_smoothing=nan": FINITE, "epochs=1e400": "type int", "frames=100000": "[1, 4096]",
     "size=1000000": "[1, 8192]", "batch_size=0": ">= 1", "nope=1": "unknown setting",
     "optimizer=adam": "'adamw' or 'sgd'", "amp=fp8": "one of", "max_steps_per_epoch=0": ">= 1",
-    "eval_spatial_views=0": ">= 1",
+    "eval_spatial_views=0": ">= 1", "channels_last=maybe": "type bool",
 }
 MANIFESTS = {"list": "schema", "files_list": "files", "entry_str": "files", "binary": NOT_UTF8,
              "no_sha": "files", "bad_path": "../../etc/passwd: missing"}
@@ -176,6 +180,29 @@ CASES: List[Case] = [
        NOT_FILE),
     _c("e3d-search", f"{SEARCH_OUT} --budget-latency-ms nan --latency-table {{root}}/binary.json",
        "--budget-latency-ms", FINITE),
+    _c("e3d-search", f"{SEARCH_OUT} --budget-latency-ms 0 --latency-table {{root}}/binary.json",
+       "--budget-latency-ms", "> 0"),
+    _c("e3d-search", f"{SEARCH_OUT} --budget-latency-ratio 0 --latency-table {{root}}/binary.json",
+       "--budget-latency-ratio", "> 0"),
+    _c("e3d-search", f"{SEARCH_OUT} --budget-latency-ratio inf --latency-table {{root}}/binary.json",
+       "--budget-latency-ratio", FINITE),
+    _c("e3d-search", f"{SEARCH_OUT} --budget-latency-ratio 1", "--budget-latency-ratio",
+       "needs --latency-table"),
+    _c("e3d-search", f"{LATENCY} --finalists -1", "--finalists", ">= 0"),
+    _c("e3d-search", f"{LATENCY} --finalist-step 1", "--finalist-step", "[0, 1)"),
+    _c("e3d-search", f"{LATENCY} --finalist-step -0.1", "--finalist-step", "[0, 1)"),
+    _c("e3d-search", f"{LATENCY} --finalist-step nan", "--finalist-step", FINITE),
+    _c("e3d-search", f"{LATENCY} --measure-rounds 0", "--measure-rounds", ">= 1"),
+    _c("e3d-search", f"{LATENCY} --measure-statistic mean", "--measure-statistic", "'mean'"),
+    _c("e3d-search", f"{LATENCY} --score-size 0", "--score-size", RANGE),
+    _c("e3d-search", f"{SEARCH_OUT} --score-size 100000", "--score-size", "[1, 8192]"),
+    _c("e3d-search", f"{SEARCH_OUT} --score-size 7", "score_size", "found 7"),
+    _c("e3d-search", f"{LATENCY.replace('missing_table', 'binary')} --latency-reference nope_net",
+       "binary.json", NOT_UTF8),
+    *[_c("e3d-search", f"{SEARCH_OUT} {flag}", flag.split()[0], "without a latency budget")
+      for flag in ("--accept-nearest", "--finalists 3", "--finalist-step 0.1", "--measure-rounds 2",
+                   "--measure-statistic cpu", "--latency-reference e3d_m",
+                   "--latency-table {root}/binary.json")],
     # ---- e3d-export: outputs, numbers, manifests, weights -----------------------------
     _c("e3d-export", "{root}/small.json --no-verify --out {root}/afile.txt", "afile.txt",
        "refusing to replace"),
@@ -186,9 +213,33 @@ CASES: List[Case] = [
     _c("e3d-export", f"{EXPORT} --clips 0", "--clips", ">= 1"),
     _c("e3d-export", f"{EXPORT} --clips -3", "--clips", ">= 1"),
     _c("e3d-export", f"{EXPORT} --batch 0", "--batch", ">= 1"),
-    _c("e3d-export", f"{EXPORT} --abs-tol nan", "--abs-tol", FINITE),
-    _c("e3d-export", f"{EXPORT} --abs-tol -1", "--abs-tol", ">= 0"),
+    _c("e3d-export", f"{EXPORT} --max-rel-err nan", "--max-rel-err", FINITE),
+    _c("e3d-export", f"{EXPORT} --max-rel-err 0", "--max-rel-err", "> 0"),
+    _c("e3d-export", f"{EXPORT} --max-rel-err -1", "--max-rel-err", "> 0"),
     _c("e3d-export", f"{EXPORT} --min-top1 nan", "--min-top1", "[0, 1]"),
+    _c("e3d-export", f"{EXPORT} --min-top1 1.5", "--min-top1", "[0, 1]"),
+    _c("e3d-export", f"{EXPORT} --opset 16", "--opset", ">= 17"),
+    _c("e3d-export", f"{EXPORT} --seed -1", "--seed", ">= 0"),
+    _c("e3d-export", f"{EXPORT} --precision fp8", "--precision", "'fp8'"),
+    _c("e3d-export", f"{EXPORT} --held-out synthetic", "--held-out", "--precision auto"),
+    _c("e3d-export", f"{EXPORT} --precision auto --held-out synthetic", "precision auto",
+       "weights are random"),
+    _c("e3d-export", "{root}/pretrained --no-verify --out {root}/exp --precision auto",
+       "precision auto", "needs held-out clips"),
+    _c("e3d-export", "{root}/pretrained --no-verify --out {root}/exp --precision auto "
+       "--held-out synthetic:0", "synthetic:0", "N in [1, 10000]"),
+    _c("e3d-export", "{root}/pretrained --no-verify --out {root}/exp --precision auto "
+       "--held-out synthetic:99999999", "synthetic:99999999", "N in [1, 10000]"),
+    _c("e3d-export", "{root}/pretrained --no-verify --out {root}/exp --precision auto "
+       "--held-out synthetic:x", "synthetic:x", "integers"),
+    _c("e3d-export", "{root}/pretrained --no-verify --out {root}/exp --precision auto "
+       "--held-out {root}/missing.npy", "missing.npy", "existing .npy/.npz"),
+    _c("e3d-export", "{root}/pretrained --no-verify --out {root}/exp --precision auto "
+       "--held-out {root}/wrong_shape.npy", "held-out clips", "(N, 3, 4, 16, 16)"),
+    _c("e3d-export", "{root}/pretrained --no-verify --out {root}/exp --precision auto "
+       "--held-out {root}/nan_clips.npy", "held-out clips", "finite"),
+    _c("e3d-export", "{root}/pretrained --no-verify --out {root}/exp --precision auto "
+       "--held-out {root}/pickled.npy", "pickled.npy", "cannot read held-out clips"),
     _c("e3d-export", f"{EXPORT} --frames 0", "--frames", RANGE),
     _c("e3d-export", f"{EXPORT} --size 3", "size", "[4, 8192]", "found 3"),
     _c("e3d-export", f"{EXPORT} --num-classes 0", "--num-classes", ">= 1"),
@@ -200,6 +251,14 @@ CASES: List[Case] = [
     _c("e3d-export", "--check {root}/afile.txt", "afile.txt", "not a folder"),
     *[_c("e3d-export", f"--check {{root}}/manifest_{kind}", f"manifest_{kind}", what)
       for kind, what in MANIFESTS.items()],
+    _c("e3d-export", "--verify {root}/adir", "adir", "no manifest.json"),
+    _c("e3d-export", "--verify {root}/missing", "missing", "no such folder"),
+    _c("e3d-export", "--verify {root}/afile.txt", "afile.txt", "not a folder"),
+    *[_c("e3d-export", f"--verify {{root}}/manifest_{kind}", f"manifest_{kind}", what)
+      for kind, what in MANIFESTS.items() if kind != "bad_path"],
+    _c("e3d-export", "--verify {root}/adir --threads 0", "--threads", ">= 1"),
+    _c("e3d-export", "--check {root}/adir --verify {root}/adir", "--verify", "not allowed with"),
+    _c("e3d-export", "--check", "--check", "expected one argument"),
     _c("e3d-export", "hf-hub:../.. --no-verify --out {root}/exp", "../..", "not a valid Hub repo id"),
     _c("e3d-export", "{root}/deep.json --no-verify --out {root}/exp", "deep.json", "nested too deeply"),
     _c("e3d-export", "/dev/zero --no-verify --out {root}/exp", "/dev/zero", NOT_FILE),
@@ -221,6 +280,11 @@ CASES: List[Case] = [
     _c("e3d-bench", f"{BENCH} --num-classes 0", "--num-classes", ">= 1"),
     _c("e3d-bench", f"{BENCH} --threads 0", "--threads", ">= 1"),
     _c("e3d-bench", "{root}/small.json --backends nope", "nope", "unknown backend"),
+    _c("e3d-bench", f"{BENCH} --peaks most", "--peaks", "'most'"),
+    _c("e3d-bench", f"{BENCH} --size 3", "size", "[4, 8192]", "found 3"),
+    _c("e3d-bench", "e3d_s --backends torch --size 7", "size", "[32, 8192]", "found 7"),
+    _c("e3d-bench", "--profile-table {root}/t.json --frames 4 --size 16 --zoo --statistic mean",
+       "--statistic", "'mean'"),
     _c("e3d-bench", "/dev/zero --backends torch", "/dev/zero", NOT_FILE),
     _c("e3d-bench", "--validate-predictor --table {root}/binary.json", "binary.json", NOT_UTF8),
     _c("e3d-bench", "--validate-predictor --table /dev/zero", "/dev/zero", NOT_FILE),
@@ -291,6 +355,13 @@ CASES: List[Case] = [
     _c("e3d-infer", f"{INFER} --streams 2", "--streams", "openvino", needs=V),
     _c("e3d-infer", f"{INFER} --num-classes 0", "--num-classes", ">= 1", needs=V),
     _c("e3d-infer", f"{INFER} --decode-threads -1", "--decode-threads", ">= 0", needs=V),
+    _c("e3d-infer", f"{INFER} --precision fp16", "--precision", "'fp16'", needs=V),
+    _c("e3d-infer", f"{INFER} --precision int8", "--precision int8", "--artifact FOLDER", needs=V),
+    _c("e3d-infer", f"{INFER} --backend nope", "nope", "unknown backend", needs=V),
+    _c("e3d-infer", "{root}/clip.mp4 --artifact {root}/adir --no-progress", "adir",
+       "no manifest.json", needs=V),
+    _c("e3d-infer", "{root}/clip.mp4 --artifact {root}/manifest_list --no-progress",
+       "manifest_list", "schema", needs=V),
     _c("e3d-infer", f"{INFER} --jsonl {{root}}/adir.jsonl", "adir.jsonl", FOLDER, needs=V),
     _c("e3d-infer", f"{INFER} --jsonl {{root}}/out.txt", "out.txt", ".jsonl", needs=V),
     _c("e3d-infer", f"{INFER} --jsonl {READ_ONLY_DIR}/out.jsonl", f"{READ_ONLY_DIR}/out.jsonl",
@@ -405,6 +476,15 @@ def _weights(root: Path) -> None:
     export_onnx(bad, root / "nan.onnx", frames=4, size=16)
 
 
+def _held_out_files(root: Path) -> None:
+    """--held-out files for SMALL_ARCH (3 x 4 x 16^2 clips): a wrong shape, NaNs, a pickle."""
+    import numpy as np
+
+    np.save(root / "wrong_shape.npy", np.zeros((2, 3, 4, 8, 8), np.float32))
+    np.save(root / "nan_clips.npy", np.full((2, 3, 4, 16, 16), np.nan, np.float32))
+    np.save(root / "pickled.npy", np.array([{"not": "clips"}], dtype=object), allow_pickle=True)
+
+
 def make_fixtures(root: str | os.PathLike, *, models: bool = True) -> Path:
     """Fill ``root`` with every file the cases name. ``models=False`` skips the ones that
     need torch work (weights, ONNX, search checkpoints, video)."""
@@ -439,10 +519,11 @@ def make_fixtures(root: str | os.PathLike, *, models: bool = True) -> Path:
     _write(root / "nan_frames.json", json.dumps(_arch(frames=math.nan)))
     conv = {"class": "Conv3DKXBNRELU", "in": 8, "out": 8, "s": 1, "kt": 1, "k": 1}
     _write(root / "many_blocks.json", json.dumps(_arch(blocks=SMALL_ARCH["blocks"][:1] + [conv] * 100_000)))
-    _write(root / "tinynas_nonlist.txt", "{'best_structures': 5, 'space_arch': 'CnnNet'}")
-    _write(root / "tinynas_inner_int.txt", "{'best_structures': [5], 'space_arch': 'CnnNet'}")
+    _write(root / "tinynas_nonlist.txt", "{'best_structures': 5, 'space_arch': 'Cnn3DNet'}")
+    _write(root / "tinynas_inner_int.txt", "{'best_structures': [5], 'space_arch': 'Cnn3DNet'}")
     _write(root / "tinynas_deep.txt", "{'best_structures': " + "[" * 5000 + "]" * 5000 + "}")
     _write(root / "space_nan.json", json.dumps({"channel_scales": [math.nan, 1.0]}))
+    _held_out_files(root)
     for kind, doc in {"list": [], "files_list": {"schema": "e3d-export-manifest", "files": []},
                       "entry_str": {"schema": "e3d-export-manifest", "files": {"model.onnx": "x"}},
                       "no_sha": {"schema": "e3d-export-manifest", "files": {"model.onnx": {}}},
@@ -459,7 +540,7 @@ def make_fixtures(root: str | os.PathLike, *, models: bool = True) -> Path:
         try:
             import numpy as np
 
-            from e3d_zoo.video.writers import encode_video
+            from e3d_runtime.video.writers import encode_video
 
             rng = np.random.default_rng(0)
             encode_video(root / "clip.mp4", (rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
