@@ -15,7 +15,18 @@ from e3d_runtime.cli._common import (NON_NEGATIVE_INT, POSITIVE_INT, add_json_fl
                                      int_in, print_json, run_cli)
 from e3d_runtime.errors import ConfigError
 from e3d_runtime.verify import add_folder_tasks, run_folder_task
-from e3d_zoo.spec import MAX_FRAMES, MAX_SIZE
+
+
+def _clip_bound(name: str):
+    """--frames/--size: an integer in [1, e3d_zoo.spec's bound], imported when the flag is
+    parsed, not when the parser is built (``e3d-export --help`` and the edge install's
+    --check/--verify never import torch)."""
+    def parse(text: str) -> int:
+        from e3d_zoo import spec
+
+        return int_in(1, getattr(spec, name))(text)
+    parse.__name__ = "integer"
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="architecture (name or JSON) for a checkpoint that does not carry one")
     p.add_argument("--num-classes", type=POSITIVE_INT,
                    help="classifier size (default: the model's / checkpoint's)")
-    p.add_argument("--frames", type=int_in(1, MAX_FRAMES), help="clip length T (default: the architecture's)")
-    p.add_argument("--size", type=int_in(1, MAX_SIZE), help="clip side R (default: the architecture's)")
+    p.add_argument("--frames", type=_clip_bound("MAX_FRAMES"),
+                   help="clip length T (default: the architecture's)")
+    p.add_argument("--size", type=_clip_bound("MAX_SIZE"), help="clip side R (default: the architecture's)")
     p.add_argument("--pretrained", action="store_true", help="load the zoo's published weights for a registered name")
     p.add_argument("--batch", type=POSITIVE_INT, default=1, help="example batch for tracing (default 1)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension instead of dynamic")
