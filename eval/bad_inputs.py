@@ -246,16 +246,12 @@ CASES: List[Case] = [
     _c("e3d-export", f"{EXPORT} --benchmark -1", "--benchmark", ">= 0"),
     _c("e3d-export", f"{EXPORT} --threads 0", "--threads", ">= 1"),
     _c("e3d-export", f"{EXPORT} --int8 --calibration-clips 0", "--calibration-clips", ">= 1"),
-    _c("e3d-export", "--check {root}/adir", "adir", "no manifest.json"),
-    _c("e3d-export", "--check {root}/missing", "missing", "no such folder"),
-    _c("e3d-export", "--check {root}/afile.txt", "afile.txt", "not a folder"),
-    *[_c("e3d-export", f"--check {{root}}/manifest_{kind}", f"manifest_{kind}", what)
-      for kind, what in MANIFESTS.items()],
-    _c("e3d-export", "--verify {root}/adir", "adir", "no manifest.json"),
-    _c("e3d-export", "--verify {root}/missing", "missing", "no such folder"),
-    _c("e3d-export", "--verify {root}/afile.txt", "afile.txt", "not a folder"),
-    *[_c("e3d-export", f"--verify {{root}}/manifest_{kind}", f"manifest_{kind}", what)
-      for kind, what in MANIFESTS.items() if kind != "bad_path"],
+    *[_c("e3d-export", f"{task} {{root}}/{folder}", folder, what)
+      for task, manifests in (("--check", MANIFESTS),  # --verify reads the reference first
+                              ("--verify", {**MANIFESTS, "bad_path": "no reference data"}))
+      for folder, what in (("adir", "no manifest.json"), ("missing", "no such folder"),
+                           ("afile.txt", "not a folder"),
+                           *((f"manifest_{kind}", what) for kind, what in manifests.items()))],
     _c("e3d-export", "--verify {root}/adir --threads 0", "--threads", ">= 1"),
     _c("e3d-export", "--check {root}/adir --verify {root}/adir", "--verify", "not allowed with"),
     _c("e3d-export", "--check", "--check", "expected one argument"),
