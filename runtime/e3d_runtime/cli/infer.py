@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--smoothing", type=float_in(0, 1, hi_open=True), default=0.0,
                      help="stream mode: weight an exponential moving average keeps (0 = off)")
     run.add_argument("--top-k", type=POSITIVE_INT, default=5)
-    run.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="clips per inference call")
+    run.add_argument("--batch-size", type=POSITIVE_INT, default=None,
+                     help="clips per inference call (default: 8 in video mode; 1 in stream mode, where "
+                          "one window per call overlaps decoding best: a batch of 8 ran ~1.6x slower "
+                          "on 2 cores, docs/pipeline.md)")
     run.add_argument("--frame-stride", type=POSITIVE_INT, default=None,
                      help="override the model's frame stride")
     run.add_argument("--sample-fps", type=float_in(0, lo_open=True), default=None,
@@ -109,7 +112,8 @@ def _make_classifier(args: argparse.Namespace):
     from ..video.sampling import SamplingConfig
 
     labels = load_labels(args.labels) if args.labels else None
-    kw: Dict[str, Any] = dict(labels=labels, batch_size=args.batch_size, top_k=args.top_k,
+    kw: Dict[str, Any] = dict(labels=labels, batch_size=8 if args.batch_size is None else args.batch_size,
+                              top_k=args.top_k,
                               num_clips=args.clips, num_crops=args.crops,
                               decode_threads=args.decode_threads, decoder_resize=args.decoder_resize)
     options: Dict[str, Any] = {}
@@ -279,7 +283,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             try:
                 for rec in clf.stream(src, hop=args.hop, smoothing=args.smoothing, top_k=args.top_k,
                                       max_reconnects=args.max_reconnects, start_time=args.start,
-                                      reader_options=reader_options):
+                                      batch_windows=args.batch_size, reader_options=reader_options):
                     emit(rec)
                     windows.append(rec)
                     if file_bar is not None:
