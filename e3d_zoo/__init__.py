@@ -19,11 +19,44 @@ from .errors import (ArchError, BackendError, ConfigError, DataError, E3DError, 
                      HubError, LatencyTableError, MissingDependencyError, ModelNotFoundError,
                      OutputError, OutputInUseError, SearchError, VerificationError, VideoError,
                      WeightsError)
-from .spec import ArchSpec, BlockSpec, load_arch
-from .complexity import macs, num_layers, params, tinynas_flops
-from .stentr import entropy_score, stage_scores, stentr_score
-from .model import E3D
-from .zoo import arch_path, create_model, list_models, spec_for
+import importlib as _importlib
+import sys as _sys
+
+# Public names and the module that defines each. They load on first use (PEP 562), so a
+# console script can parse its arguments before torch is imported; a plain `import e3d_zoo`
+# still loads them all at once below, because that import is what registers the zoo in timm.
+_LAZY = {
+    "ArchSpec": ".spec", "BlockSpec": ".spec", "load_arch": ".spec",
+    "macs": ".complexity", "num_layers": ".complexity", "params": ".complexity",
+    "tinynas_flops": ".complexity",
+    "entropy_score": ".stentr", "stage_scores": ".stentr", "stentr_score": ".stentr",
+    "E3D": ".model",
+    "arch_path": ".zoo", "create_model": ".zoo", "list_models": ".zoo", "spec_for": ".zoo",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def _deferred() -> bool:
+    """True while e3d_zoo_cli (the console scripts' launcher) imports the package."""
+    return bool(getattr(_sys.modules.get("e3d_zoo_cli"), "DEFER_ZOO_IMPORTS", False))
+
+
+if not _deferred():
+    for _name in _LAZY:
+        __getattr__(_name)
+    del _name
 
 __all__ = [
     "__version__",

@@ -19,7 +19,8 @@ def _declared_packages():
 def test_every_package_folder_is_declared():
     cfg = _declared_packages()
     declared = set(cfg["packages"])
-    dirs = {"e3d_zoo": ROOT / "e3d_zoo", "e3d_export": ROOT / "export", "e3d_eval": ROOT / "eval"}
+    dirs = {"e3d_zoo": ROOT / "e3d_zoo", "e3d_export": ROOT / "export", "e3d_eval": ROOT / "eval",
+            "e3d_zoo_cli": ROOT / "e3d_zoo_cli"}
     found = set()
     for name, base in dirs.items():
         for init in base.rglob("__init__.py"):
@@ -51,7 +52,7 @@ def test_wheel_contents(tmp_path):
     for arch in ("e3d_s", "e3d_m", "e3d_l"):
         assert f"e3d_zoo/searched_archs/{arch}.json" in names
     tops = {n.split("/")[0] for n in names if not n.startswith("e3d_zoo-")}
-    assert tops == {"e3d_zoo", "e3d_export", "e3d_eval"}
+    assert tops == {"e3d_zoo", "e3d_export", "e3d_eval", "e3d_zoo_cli"}
     # the runtime side ships in e3d-runtime only: one copy of each module
     assert not [n for n in names if n.startswith(("e3d_zoo/errors", "e3d_zoo/video/pipeline",
                                                    "e3d_zoo/runtime/openvino"))]
