@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 DEFER_ZOO_IMPORTS = False
 
 
-def _command(module: str) -> Callable[[], int]:
+def _command(module: str) -> Callable[[Optional[Sequence[str]]], int]:
     global DEFER_ZOO_IMPORTS
     DEFER_ZOO_IMPORTS = True
     try:
@@ -24,20 +24,20 @@ def _command(module: str) -> Callable[[], int]:
         DEFER_ZOO_IMPORTS = False
 
 
-def zoo() -> int:
-    return _command("e3d_zoo.cli.zoo")()
+def zoo(argv: Optional[Sequence[str]] = None) -> int:
+    return _command("e3d_zoo.cli.zoo")(argv)
 
 
-def search() -> int:
-    return _command("e3d_zoo.cli.search")()
+def search(argv: Optional[Sequence[str]] = None) -> int:
+    return _command("e3d_zoo.cli.search")(argv)
 
 
-def bench() -> int:
-    return _command("e3d_zoo.cli.bench")()
+def bench(argv: Optional[Sequence[str]] = None) -> int:
+    return _command("e3d_zoo.cli.bench")(argv)
 
 
-def train() -> int:
-    return _command("e3d_zoo.cli.train")()
+def train(argv: Optional[Sequence[str]] = None) -> int:
+    return _command("e3d_zoo.cli.train")(argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,12 +18,12 @@ from typing import Dict, List, Tuple
 # console script -> "module:function": [project.scripts] of pyproject.toml (e3d-zoo) and
 # runtime/pyproject.toml (e3d-runtime, whose e3d-export hands exporting to e3d_export.cli)
 ENTRY_POINTS = {
-    "e3d-zoo": "e3d_zoo.cli.zoo:main",
-    "e3d-search": "e3d_zoo.cli.search:main",
+    "e3d-zoo": "e3d_zoo_cli:zoo",
+    "e3d-search": "e3d_zoo_cli:search",
     "e3d-export": "e3d_runtime.cli.export:main",
-    "e3d-bench": "e3d_zoo.cli.bench:main",
+    "e3d-bench": "e3d_zoo_cli:bench",
     "e3d-infer": "e3d_runtime.cli.infer:main",
-    "e3d-train": "e3d_zoo.cli.train:main",
+    "e3d-train": "e3d_zoo_cli:train",
 }
 
 # A 2-block network small enough to build, export and run in well under a second.
