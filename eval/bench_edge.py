@@ -54,9 +54,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EDGE_EXTRAS = "openvino,video"
 HEAVY = ("torch", "timm", "torchvision", "openvino", "onnxruntime", "av")
 # console script -> (where it runs, module holding main)
-COMMANDS = {"e3d-infer": ("edge", "e3d_runtime.cli.infer"), "e3d-export": ("edge", "e3d_runtime.cli.export"),
-            "e3d-zoo": ("full", "e3d_zoo.cli.zoo"), "e3d-search": ("full", "e3d_zoo.cli.search"),
-            "e3d-bench": ("full", "e3d_zoo.cli.bench"), "e3d-train": ("full", "e3d_zoo.cli.train")}
+# each command and the environment it is timed in
+COMMANDS = {"e3d-infer": "edge", "e3d-export": "edge",
+            "e3d-zoo": "full", "e3d-search": "full", "e3d-bench": "full", "e3d-train": "full"}
 
 
 def _median_ms(samples: Sequence[float]) -> float:
@@ -98,7 +98,7 @@ def build_edge_venv(where: Path) -> Dict[str, Any]:
 
 def help_startup(bins: Dict[str, Path], repeats: int) -> Dict[str, Any]:
     out = {}
-    for name, (side, module) in COMMANDS.items():
+    for name, side in COMMANDS.items():
         exe = bins[side] / name
         if not exe.exists():
             continue
@@ -107,7 +107,10 @@ def help_startup(bins: Dict[str, Path], repeats: int) -> Dict[str, Any]:
             t0 = time.perf_counter()
             subprocess.run([str(exe), "--help"], stdout=subprocess.DEVNULL, check=True, timeout=120)
             times.append(time.perf_counter() - t0)
-        probe = (f"import json, sys\nfrom {module} import main\ntry:\n    main(['--help'])\n"
+        # through the console script's declared entry point, as the installed command starts
+        probe = (f"import json, sys\nfrom importlib.metadata import entry_points\n"
+                 f"main = entry_points(group='console_scripts')[{name!r}].load()\n"
+                 f"try:\n    main(['--help'])\n"
                  f"except SystemExit:\n    pass\nprint()\n"
                  f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))))")
         p = subprocess.run([str(bins[side] / "python"), "-c", probe], capture_output=True, text=True,
