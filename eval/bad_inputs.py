@@ -333,6 +333,7 @@ CASES: List[Case] = [
        "--set train_list={root}/ssv2_list.json --set val_list={root}/ssv2_list.json "
        "--set label_map={root}/bad_map.json", "bad_map.json", "integer indices"),
     # ---- e3d-infer -------------------------------------------------------------------------
+    _c("e3d-infer", f"{INFER} --decoder-resize", "--decoder-resize", "clip.mp4", "--mode stream", needs=V),
     _c("e3d-infer", f"{INFER} --hop 0 --mode stream", "--hop", "> 0", needs=V),
     _c("e3d-infer", f"{INFER} --hop nan --mode stream", "--hop", FINITE, needs=V),
     _c("e3d-infer", f"{INFER} --smoothing nan", "--smoothing", FINITE, needs=V),

@@ -263,6 +263,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         files = [s for s in todo if not (is_stream_url(s) or args.format)]
         streams = [s for s in todo if s not in files]
         stream_mode = args.mode == "stream"
+        if args.decoder_resize and files and not stream_mode:
+            raise ConfigError(f"--decoder-resize: applies to stream mode only, and {files[0]} would run "
+                              "in video mode; add --mode stream")
         if files and not stream_mode:
             for rec in clf.classify_many(files, num_clips=args.clips, num_crops=args.crops):
                 if rec["kind"] == "error":
