@@ -90,9 +90,24 @@ _SOURCE_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "so
                 "tag", "custom_load")
 
 
+def _zoo_is_model():
+    """timm's ``is_model`` once the zoo's constructors are in its registry.
+
+    They register when ``e3d_zoo.zoo`` is imported. A plain ``import e3d_zoo`` does that,
+    but the console scripts defer it (``e3d_zoo_cli``), so the first check of a config's
+    architecture must not find an empty registry. Imported here, at call time: zoo imports
+    this module when it loads.
+    """
+    from timm.models import is_model
+
+    from . import zoo  # noqa: F401  (registers the zoo's constructors)
+
+    return is_model
+
+
 def model_config(model: nn.Module, label_names: Optional[List[str]] = None) -> Dict[str, Any]:
     """config.json content for ``model`` (see the module docstring)."""
-    from timm.models import is_model
+    is_model = _zoo_is_model()
 
     spec = _spec_of(model)
     blocks = getattr(model, "blocks", ())
@@ -364,7 +379,7 @@ def _checked_spec(data: Any, where: str):
 
 
 def _config_v2(raw: Dict[str, Any], where: str) -> Dict[str, Any]:
-    from timm.models import is_model
+    is_model = _zoo_is_model()
 
     arch = raw.get("architecture")
     if not isinstance(arch, str) or not is_model(arch):
@@ -391,7 +406,7 @@ def _config_v2(raw: Dict[str, Any], where: str) -> Dict[str, Any]:
 
 def _config_v1(raw: Dict[str, Any], where: str) -> Dict[str, Any]:
     """Format 1: the spec in e3d.spec, clip fields inside pretrained_cfg."""
-    from timm.models import is_model
+    is_model = _zoo_is_model()
 
     if "spec" not in raw["e3d"]:
         raise WeightsError(f"{where}: not an e3d-zoo config (expected the architecture in e3d.spec)")

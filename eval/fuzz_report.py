@@ -264,18 +264,30 @@ def classify(res: Dict[str, Any], expect: Sequence[str]) -> List[str]:
     return problems
 
 
-def cli_table(root: Path, env: Dict[str, str], timeout: float, jobs: int,
+def cli_table(roots: Sequence[Path], env: Dict[str, str], timeout: float,
               progress: bool = True) -> Dict[str, Any]:
-    runnable = [(c, *c.format(root)) for c in CASES if available(c, root)[0]]
-    skipped = [c.id for c in CASES if not available(c, root)[0]]
+    """Every runnable row as a real process, ``len(roots)`` at a time. Each running case
+    holds a fixture folder of its own: rows write outputs such as ``{root}/run``, and two
+    of them on one folder would meet each other's lock instead of the bad input."""
+    import queue
 
-    def one(item):
-        case, argv, expect = item
-        res = run_case(case.prog, argv, env, timeout)
+    runnable = [c for c in CASES if available(c, roots[0])[0]]
+    skipped = [c.id for c in CASES if not available(c, roots[0])[0]]
+    free: "queue.Queue[Path]" = queue.Queue()
+    for r in roots:
+        free.put(r)
+
+    def one(case):
+        root = free.get()
+        try:
+            argv, expect = case.format(root)
+            res = run_case(case.prog, argv, dict(env, HOME=str(root / "home")), timeout)
+        finally:
+            free.put(root)
         return case, argv, expect, res
 
     rows = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    with ThreadPoolExecutor(max_workers=len(roots)) as pool:
         for i, (case, argv, expect, res) in enumerate(pool.map(one, runnable)):
             problems = classify(res, expect)
             last = [ln for ln in res["stderr"].strip().splitlines() if ln.strip()][-1:] or [""]
@@ -344,12 +356,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         save()
     if not args.skip_cli:
         with tempfile.TemporaryDirectory(prefix="e3d-bad-inputs-") as tmp:
-            root = Path(tmp)
+            roots = [Path(tmp) / f"job{i}" for i in range(max(1, args.jobs))]
             print("making fixtures ...", file=sys.stderr)
-            make_fixtures(root)
+            for root in roots:
+                root.mkdir()
+                make_fixtures(root)
             print(f"running {len(CASES)} CLI cases ...", file=sys.stderr)
-            report["cli"] = cli_table(root, dict(env, HOME=str(root / "home")), args.case_timeout,
-                                      args.jobs)
+            report["cli"] = cli_table(roots, env, args.case_timeout)
         save()
     summary = {k: v for k, v in report.get("arch_files", {}).items() if k != "examples"}
     cli = {k: v for k, v in report.get("cli", {}).items() if k not in ("rows", "failures")}

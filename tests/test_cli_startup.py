@@ -59,3 +59,19 @@ def test_plain_import_still_registers_the_zoo_in_timm():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.splitlines() == ["['e3d_l', 'e3d_m', 'e3d_s']", "e3d_zoo.zoo"]
+
+
+def test_a_deferred_command_checks_a_saved_config_against_the_registered_zoo(tmp_path):
+    """`e3d-zoo push FOLDER ...` reads the folder's config.json, whose architecture must be a
+    model timm knows; with the package's names deferred the registry was still empty, and the
+    command blamed the folder ("'e3d_s' is not a registered model") instead of the bad repo id
+    (found by running the bad-input table as real processes)."""
+    from e3d_zoo.hub import save_pretrained
+    from tests.tiny_arch import tiny_model
+
+    folder = save_pretrained(tiny_model(), tmp_path / "pretrained")
+    code = ("import sys, e3d_zoo_cli\n"
+            f"sys.exit(e3d_zoo_cli.zoo(['push', {str(folder)!r}, 'hf-hub:../..']))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "../.." in r.stderr and "not a registered model" not in r.stderr, r.stderr
