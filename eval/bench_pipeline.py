@@ -235,7 +235,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from tqdm import tqdm
 
-    from e3d_runtime.machine import cpu_info, measure_peaks, usable_cores
+    from e3d_runtime.machine import bound_gflops, cpu_info, measure_peaks, usable_cores
 
     cores = usable_cores()
     threads = args.threads or cores
@@ -285,8 +285,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if other is not None and not i % 2:
             other_walls.append(pipeline_pass(other, video, args.hop, args.batch)[0])
     peaks.append(measure_peaks(cores, precisions=wanted, quick=args.quick_peaks))
-    peak = max((pk for pk in peaks), key=lambda pk: bound_of(pk, precision))
-    peak_gflops = bound_of(peak, precision)
+    peak = max((pk for pk in peaks), key=lambda pk: bound_gflops(pk, precision))
+    peak_gflops = bound_gflops(peak, precision)
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     duration = float(info.duration or info.num_frames / info.fps)
     decode_core_s = min(r["decode_only_1thread_cpu_s"] for r in runs)
@@ -341,12 +341,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         print(render(result, args, note))
     return 0
-
-
-def bound_of(peaks: Mapping[str, Any], precision: str) -> float:
-    from e3d_runtime.machine import bound_gflops
-
-    return bound_gflops(peaks, precision)
 
 
 def render(result: Mapping[str, Any], args: argparse.Namespace, note: str) -> str:

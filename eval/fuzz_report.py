@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from e3d_runtime.machine import cpu_info
+
 from e3d_eval.bad_inputs import CASES, ENTRY_POINTS, SMALL_ARCH, available, make_fixtures
 
 TRACEBACK = "Traceback (most recent call last)"
@@ -306,22 +308,6 @@ def cli_table(roots: Sequence[Path], env: Dict[str, str], timeout: float,
 
 # ---- report ------------------------------------------------------------------------------------
 
-def cpu_info() -> Dict[str, Any]:
-    model, flags = platform.processor() or None, []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = [f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "sse4", "fma"))]
-                break
-    except OSError:
-        pass
-    return {"model": model, "flags": flags, "cpu_count": os.cpu_count(), "python": platform.python_version()}
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m e3d_eval.fuzz_report", description=__doc__.split("\n")[0])
     p.add_argument("--files", type=int, default=5000, help="fuzzed architecture files (default 5000)")
@@ -340,7 +326,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _worker(args.worker)
         return 0
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
-    report: Dict[str, Any] = {"cpu": cpu_info(), "commit": _git_commit(),
+    report: Dict[str, Any] = {"cpu": {**cpu_info(), "python": platform.python_version()},
+                              "commit": _git_commit(),
                               "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
                               "command": " ".join(sys.argv)}
 

@@ -112,10 +112,10 @@ def _make_classifier(args: argparse.Namespace):
     from ..video.sampling import SamplingConfig
 
     labels = load_labels(args.labels) if args.labels else None
-    kw: Dict[str, Any] = dict(labels=labels, batch_size=8 if args.batch_size is None else args.batch_size,
-                              top_k=args.top_k,
-                              num_clips=args.clips, num_crops=args.crops,
+    kw: Dict[str, Any] = dict(labels=labels, top_k=args.top_k, num_clips=args.clips, num_crops=args.crops,
                               decode_threads=args.decode_threads, decoder_resize=args.decoder_resize)
+    if args.batch_size is not None:  # else the classifier's own default (video mode)
+        kw["batch_size"] = args.batch_size
     options: Dict[str, Any] = {}
     if args.streams is not None:
         options["streams"] = args.streams
