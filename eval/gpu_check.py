@@ -77,20 +77,9 @@ def _version(name: str) -> Optional[str]:
 
 
 def _cpu() -> Dict[str, Any]:
-    info: Dict[str, Any] = {"machine": platform.machine(), "count": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key = line.split(":", 1)[0].strip()
-                if key == "model name" and "model" not in info:
-                    info["model"] = line.split(":", 1)[1].strip()
-                elif key in ("flags", "Features") and "flags" not in info:
-                    flags = set(line.split(":", 1)[1].split())
-                    info["flags"] = sorted(f for f in flags if f.startswith(("avx", "fma", "amx", "sse4",
-                                                                              "asimd", "sve", "neon")))
-    except OSError:
-        pass
-    return info
+    from e3d_runtime.machine import cpu_info
+
+    return {**cpu_info(), "count": os.cpu_count()}
 
 
 def environment() -> Dict[str, Any]:
