@@ -17,14 +17,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _cpu():
-    with open("/proc/cpuinfo", encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
-    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
-    return model, sorted(f for f in flags if f.startswith(("avx512", "avx2", "fma", "amx")))
-
-
 def main(out: str) -> int:
     import torch
 
@@ -58,7 +50,10 @@ def main(out: str) -> int:
             t = time.perf_counter()
             be.run(x[:1])
             results[k]["times"].append((time.perf_counter() - t) * 1000)
-    cpu, flags = _cpu()
+    from e3d_runtime.machine import cpu_info
+
+    cpu = cpu_info()
+    cpu, flags = cpu.get("model", "?"), cpu["flags"]
     doc = {"command": "python -m e3d_eval.bench_int8_forms " + out, "cpu": cpu, "flags": flags, "threads": 2,
            "clip": [1, 3, 13, 160, 160], "runs": 12, "interleaved": True,
            "results": {k: {"median_ms": float(np.median(v["times"])),

@@ -78,8 +78,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         results = {str(s): calibrate(s, work) for s in args.seeds}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-               platform.processor())
+    from e3d_runtime.machine import cpu_info
+
+    cpu = cpu_info().get("model") or platform.processor()
     doc = {"cpu": cpu, "model": "tiny E3D (tests/tiny_arch.py blocks), 4 clips 3x4x32x32", "results": results}
     for seed, rows in results.items():
         print(f"seed {seed}: max rel err / cosine (* = passes its precision's criteria)")
