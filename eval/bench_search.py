@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
+from e3d_runtime.machine import cpu_info
 from e3d_zoo import __version__, complexity, stentr
 from e3d_zoo.atomic import atomic_write_text
 from e3d_zoo.cli._common import add_json_flag, print_json, run_cli
@@ -180,11 +181,12 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     quick = args.quick
     report: dict[str, Any] = {
         "software": f"e3d-zoo {__version__}", "python": platform.python_version(),
-        "machine": platform.machine(), "cpus": os.cpu_count(), "load_before": _load(),
+        "machine": platform.machine(), "cpus": os.cpu_count(), "cpu": cpu_info(), "load_before": _load(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    say(f"load average before: {report['load_before']} on {report['cpus']} CPUs")
+    say(f"{report['cpu'].get('model', '?')} ({' '.join(report['cpu']['flags'])}); "
+        f"load average before: {report['load_before']} on {report['cpus']} CPUs")
     report["evaluators"] = bench_evaluators(20_000 if quick else 100_000, 300 if quick else 1000,
                                             5 if quick else 20, args.repeats)
     ev = report["evaluators"]
