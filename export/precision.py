@@ -104,9 +104,11 @@ def wants_bf16(flags: Optional[List[str]] = None) -> bool:
 def select(stage: Path, artifacts: Mapping[str, Mapping[str, Any]], held_out: np.ndarray,
            held_out_logits: np.ndarray, *, threads: Optional[int] = None, runs: int = 20,
            held_out_source: str = "", flags: Optional[List[str]] = None,
+           rejected: Optional[Mapping[str, Mapping[str, Any]]] = None,
            log: Callable[[str], None] = lambda msg: None) -> Dict[str, Any]:
     """The ``selection`` manifest section for the artifacts in ``stage`` (see the module
-    docstring); ``held_out_logits`` are fp32 PyTorch's on ``held_out``."""
+    docstring); ``held_out_logits`` are fp32 PyTorch's on ``held_out``; ``rejected``:
+    candidates that failed their verification (not in ``artifacts``), listed with why."""
     threads = threads or usable_cores()
     cpu = cpu_info(flags)
     by_runtime: Dict[str, List[str]] = {}
@@ -154,8 +156,12 @@ def select(stage: Path, artifacts: Mapping[str, Mapping[str, Any]], held_out: np
             rows[k].update(median_ms=round(med, 3), p90_ms=round(float(np.percentile(t, 90)), 3),
                            x_fp32=round(med / base, 3))
         chosen, reason = _choose(rows, fp32, enough)
+        failed = [dict(r) for r in (rejected or {}).values() if r.get("runtime") == runtime]
+        if failed:
+            reason += "; " + "; ".join(f"{r['artifact']}: {r['rejected']}" for r in failed)
         defaults[runtime] = chosen
-        out["runtimes"][runtime] = {"chosen": chosen, "reason": reason, "candidates": list(rows.values())}
+        out["runtimes"][runtime] = {"chosen": chosen, "reason": reason,
+                                    "candidates": list(rows.values()) + failed}
         log(f"{runtime}: chose {chosen}: {reason}")
     out["machine"]["load_avg_end"] = load_average()
     out["default_artifacts"] = defaults

@@ -188,3 +188,56 @@ def test_cli_held_out_needs_auto(capsys):
 
     assert main(["e3d_s", "--out", "x", "--held-out", "synthetic"]) == 2
     assert "--held-out: only used with --precision auto" in capsys.readouterr().err
+
+
+def test_int8_calibrated_on_data_is_judged_on_the_data_clips(auto_export):
+    from e3d_runtime.reverify import verify_folder
+
+    out, manifest = auto_export
+    # 2 random clips then 4 held-out ones: INT8 (calibrated on data) is judged on the latter,
+    # fp32/bf16 on all of them; a re-verification reads the same criteria from the folder
+    assert manifest["criteria"]["int8"]["first_clip"] == 2
+    assert manifest["criteria"]["fp32"]["first_clip"] == 0
+    int8_rows = [r for r in manifest["verification"] if r["precision"] == "int8"]
+    assert int8_rows and all(r["clips"] == 4 and "the data clips" in r["criterion"] for r in int8_rows)
+    report = verify_folder(out, threads=1)
+    assert report["ok"], report
+
+
+def test_first_clip_judges_only_the_data_clips():
+    from e3d_runtime.criteria import CRITERIA
+    from dataclasses import replace
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((6, 10)) * 5
+    got = ref + 0.01
+    got[:2] = -ref[:2]  # noise clips far off: what INT8 does outside its calibrated ranges
+    assert not compare(ref, got, CRITERIA["int8"]).passed
+    judged = compare(ref, got, replace(CRITERIA["int8"], first_clip=2))
+    assert judged.passed and judged.clips == 4
+    too_far = compare(ref, got, replace(CRITERIA["int8"], first_clip=6))
+    assert not too_far.passed and "only 6" in too_far.failed[0]
+
+
+def test_a_candidate_that_fails_verification_is_rejected_not_fatal(tmp_path):
+    from e3d_runtime.criteria import Criteria
+    from e3d_zoo.errors import VerificationError
+
+    # an INT8 tolerance no INT8 artifact meets stands in for a network INT8 cannot run
+    strict = {"int8": Criteria("int8", max_rel_err=1e-9, min_cosine=1.0, min_top1=1.0, min_topk=1.0)}
+    manifest = export(tiny_model(), tmp_path / "auto", precision="auto", held_out=_held_out(),
+                      calibration_clips=_held_out(8, seed=6), n_clips=2, threads=1, selection_runs=2,
+                      criteria=strict, cpu_flags=AVX2_ONLY)
+    assert "int8_openvino" not in manifest["artifacts"] and "int8_onnx" not in manifest["artifacts"]
+    assert not (tmp_path / "auto" / "model_int8.xml").exists()
+    assert not (tmp_path / "auto" / "model_int8.onnx").exists()
+    for runtime, key in (("openvino", "int8_openvino"), ("onnxruntime", "int8_onnx")):
+        sel = manifest["selection"]["runtimes"][runtime]
+        assert sel["chosen"] == ("openvino" if runtime == "openvino" else "onnx")
+        row = next(c for c in sel["candidates"] if c["artifact"] == key)
+        assert row["rejected"].startswith("failed its verification") and key in sel["reason"]
+    # asked for explicitly, the same failure fails the export and leaves nothing behind
+    with pytest.raises(VerificationError, match="verification failed"):
+        export(tiny_model(), tmp_path / "int8", int8=True, openvino=True, criteria=strict,
+               calibration_clips=_held_out(8, seed=6), n_clips=2, threads=1)
+    assert not (tmp_path / "int8").exists()

@@ -362,3 +362,24 @@ def test_short_side_scaling_follows_the_displayed_orientation(tmp_path):
         frame = next(iter(r.frames())).image
     assert frame.shape == (64, 32, 3)  # displayed 128 x 64 -> short side 32
     assert frame[-16:].mean() > 200 and frame[:-20].mean() < 30  # the white strip at the bottom
+
+
+@pytest.mark.parametrize("shape,pix_fmt,codec", [
+    ((36, 64), "yuv420p", "libx264"), ((33, 47), "yuv444p", "libx264"),
+    ((32, 48), "yuvj420p", "mjpeg"), ((31, 45), "gray", "ffv1")])
+def test_frames_are_pyav_own_rgb_conversion(tmp_path, shape, pix_fmt, codec):
+    # The reader keeps one single-threaded swscale context per video (speed); its pixels
+    # must stay those of PyAV's per-frame `to_ndarray(format="rgb24")`, which training saw.
+    import av
+
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, shape + ((3,) if pix_fmt != "gray" else ()), np.uint8) for _ in range(5)]
+    path = encode_video(tmp_path / f"v_{pix_fmt}.mkv", frames, fps=10, codec=codec, pix_fmt=pix_fmt)
+    with av.open(str(path)) as c:
+        stored = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    with VideoReader(path) as r:
+        assert r.info.pix_fmt == pix_fmt
+        decoded, _ = r.read()
+    assert len(stored) == len(decoded) == 5
+    for a, b in zip(stored, decoded):
+        assert np.array_equal(a, b)
