@@ -85,7 +85,7 @@ def _double(rate: str) -> str:
 
 
 def build_classifier(model: str, backend: str, threads: int, batch: int, cache: Path,
-                     artifact: Optional[str] = None, streams: int = 1, decode_threads: int = 0):
+                     artifact: Optional[str] = None, streams: int = 1, decode_threads: Optional[int] = None):
     from e3d_zoo.runtime.base import available_backends
     from e3d_zoo.video.pipeline import VideoClassifier
 
@@ -214,7 +214,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: every usable core)")
     p.add_argument("--streams", type=int, default=1,
                    help="openvino: inference requests in flight, sharing --threads")
-    p.add_argument("--decode-threads", type=int, default=0, help="FFmpeg decoder threads (0: FFmpeg's choice)")
+    p.add_argument("--decode-threads", type=int, default=None,
+                   help="FFmpeg decoder threads (0: FFmpeg's choice; default: the pipeline's, "
+                        "e3d_runtime.video.pipeline.default_decode_threads)")
     p.add_argument("--compare-streams", type=int, default=None, metavar="N",
                    help="openvino: also run the pipeline with N streams on the same IR, alternating "
                         "with the main setting in every repeat, and report the paired wall ratio")
@@ -298,7 +300,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   "bitrate_cap": bitrate, "mbit_per_s": video.stat().st_size * 8 / duration / 1e6},
         "model": args.artifact or args.model, "backend": clf.backend.describe(), "note": note,
         "precision": precision, "threads": threads, "streams": args.streams,
-        "decode_threads": args.decode_threads, "hop_s": args.hop, "batch": args.batch,
+        "decode_threads": clf.decode_threads, "hop_s": args.hop, "batch": args.batch,
         "repeats": args.repeats,
         "window": {"num_frames": clf.sampling.num_frames, "frame_stride": clf.sampling.frame_stride,
                    "input_size": list(clf.transform.input_size)},

@@ -200,3 +200,13 @@ def test_openvino_streams_and_decode_threads_from_the_cli(arch, tmp_path, monkey
     assert main([str(src), "--model", arch, "--random-weights", "--streams", "2"]) == 2
     err = capsys.readouterr().err
     assert "--streams: only the openvino backend" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("cores, expected", [(1, 1), (2, 1), (4, 0), (16, 0)])
+def test_decoder_threads_default_from_the_machine(monkeypatch, cores, expected):
+    # one decoder thread where inference already takes every core; FFmpeg's choice beyond
+    from e3d_runtime import machine
+    from e3d_runtime.video.pipeline import default_decode_threads
+
+    monkeypatch.setattr(machine, "usable_cores", lambda: cores)
+    assert default_decode_threads() == expected

@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="openvino: inference requests run at once, sharing --threads (default 1, "
                           "lowest latency per window; more streams raise throughput on many-core "
                           "machines; no gain measured on 2 cores)")
-    src.add_argument("--decode-threads", type=NON_NEGATIVE_INT, default=0,
-                     help="FFmpeg decoder threads (default 0: FFmpeg's choice, the fastest measured on 2 cores)")
+    src.add_argument("--decode-threads", type=NON_NEGATIVE_INT, default=None,
+                     help="FFmpeg decoder threads, 0 for FFmpeg's choice (default: 1 on machines of "
+                          "<= 2 cores, where inference uses every core; FFmpeg's choice on more)")
     src.add_argument("--decoder-resize", action="store_true",
                      help="stream mode: FFmpeg scales frames to the model's resize size while converting "
                           "them to RGB (about half the preprocessing CPU at 640x360); not bit-exact with "
