@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _make_classifier(args: argparse.Namespace):
+def _make_classifier(args: argparse.Namespace, background: bool = False):
     from ..video.pipeline import VideoClassifier, load_labels
     from ..video.sampling import SamplingConfig
 
@@ -131,7 +131,7 @@ def _make_classifier(args: argparse.Namespace):
     if args.artifact and not args.model:
         clf = VideoClassifier.from_artifact(args.artifact, backend=args.backend, threads=args.threads,
                                             precision=None if args.precision == "auto" else args.precision,
-                                            **kw)
+                                            compile_in_background=background, **kw)
     else:
         try:
             clf = VideoClassifier.from_model(args.model or "e3d_s", backend=runtime,
@@ -241,7 +241,10 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             opts[key] = value
         reader_options["options"] = opts
 
-    clf = _make_classifier(args)
+    # stream mode: the artifact compiles while the first input is opened and decoded
+    # (start-up is part of the real-time figure); a compile error still exits 2 below
+    live_only = bool(inputs) and all(is_stream_url(s) or args.format for s in inputs)
+    clf = _make_classifier(args, background=(args.mode == "stream" or (args.mode == "auto" and live_only)))
     writer = JsonlWriter(jsonl) if jsonl else None
     done = writer.done_sources() if writer else set()
     todo = [s for s in inputs if s not in done]
@@ -299,6 +302,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                 if annotate:
                     annotate_video(src, annotate, windows)
             except E3DError as exc:
+                clf.backend  # noqa: B018 - a failed compile is a setup error (exit 2), not this input's
                 failures.append({"source": src, "error": str(exc)})
                 if writer:
                     writer.write({"source": src, "kind": "error", "error": str(exc), "complete": False})

@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -162,7 +162,9 @@ class VideoClassifier:
             raise ConfigError(f"batch_size: expected >= 1, found {batch_size}")
         if top_k < 1:
             raise ConfigError(f"top_k: expected >= 1, found {top_k}")
-        self.backend = backend
+        # a Future while the backend compiles in the background (from_artifact's
+        # compile_in_background): decoding starts meanwhile; first use waits for it
+        self._backend = backend
         self.cfg = dict(cfg)
         self.sampling = sampling or SamplingConfig.from_cfg(self.cfg)
         self.transform = EvalTransform.from_cfg(self.cfg)
@@ -185,12 +187,27 @@ class VideoClassifier:
             raise DataError(f"labels: the model has {n_cls} classes, found {len(self.labels)} "
                             "label names")
 
+    @property
+    def backend(self) -> Backend:
+        if isinstance(self._backend, Future):
+            self._backend = self._backend.result()  # re-raises the compile's error here
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: Backend) -> None:
+        self._backend = value
+
+    @property
+    def backend_ready(self) -> bool:
+        return not isinstance(self._backend, Future) or self._backend.done()
+
     # ---- construction --------------------------------------------------------------
     @classmethod
     def from_artifact(cls, artifact: str | os.PathLike, *, backend: Optional[str] = None,
                       threads: Optional[int] = None,
                       backend_options: Optional[Mapping[str, Any]] = None,
-                      precision: Optional[str] = None, **kwargs: Any) -> "VideoClassifier":
+                      precision: Optional[str] = None, compile_in_background: bool = False,
+                      **kwargs: Any) -> "VideoClassifier":
         """A classifier over an e3d-export folder or one exported file (``.xml``, ``.onnx``,
         ``.engine``).
 
@@ -199,9 +216,20 @@ class VideoClassifier:
         for it, else full precision first; ``precision`` (fp32, bf16, int8) asks for
         another. Preprocessing comes from the folder's ``manifest.json`` (``preprocess``),
         for a file from the manifest beside it, else from the file's own metadata.
+
+        ``compile_in_background``: return at once and load/compile the artifact on a
+        thread (when a manifest gives the preprocessing), so the caller's first video is
+        opened and decoded meanwhile (e3d-infer's start-up); a load error is raised where
+        the backend is first used.
         """
         backend, file, cfg, options = artifact_and_cfg(artifact, backend, precision=precision)
-        be = load_backend(backend, file, threads=threads, **{**options, **dict(backend_options or {})})
+        opts = {**options, **dict(backend_options or {})}
+        if compile_in_background and cfg is not None:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="e3d-compile")
+            future = pool.submit(load_backend, backend, file, threads=threads, **opts)
+            pool.shutdown(wait=False)
+            return cls(future, cfg, **kwargs)  # type: ignore[arg-type]
+        be = load_backend(backend, file, threads=threads, **opts)
         if cfg is None:
             cfg = cfg_from_metadata(getattr(be, "metadata", None) or {})
         return cls(be, cfg, **kwargs)

@@ -160,7 +160,9 @@ def stream(clf: "VideoClassifier", source: str | os.PathLike, *, hop: float = 0.
     # before the previous one's result is read. A live source keeps one in flight, so
     # each result is emitted as soon as it is ready, not a hop later.
     in_flight: Deque[Tuple[List[Dict[str, Any]], List[Tuple[int, Any]]]] = deque()
-    depth = 1 if live else max(1, int(getattr(clf.backend, "max_in_flight", 1)))
+    # read from the backend at the first flush: it may still be compiling while the first
+    # window is decoded (VideoClassifier.from_artifact's compile_in_background)
+    depths: List[int] = []
 
     def flush(drain: bool = False) -> Iterator[Dict[str, Any]]:
         # inference time as the pipeline sees it: submitting (all of it for a backend
@@ -173,7 +175,9 @@ def stream(clf: "VideoClassifier", source: str | os.PathLike, *, hop: float = 0.
             timing["infer_s"] += time.perf_counter() - t0
             in_flight.append((list(pending), started))
             pending.clear()
-        while in_flight and (drain or len(in_flight) >= depth):
+        if not depths:
+            depths.append(1 if live else max(1, int(getattr(clf.backend, "max_in_flight", 1))))
+        while in_flight and (drain or len(in_flight) >= depths[0]):
             yield from emit(*in_flight.popleft())
 
     def emit(batch_windows: List[Dict[str, Any]], started: List[Tuple[int, Any]]) -> Iterator[Dict[str, Any]]:
@@ -192,7 +196,8 @@ def stream(clf: "VideoClassifier", source: str | os.PathLike, *, hop: float = 0.
 
     produced = windows(clf, source, hop, max_reconnects, start_time, timing, opts)
     started_any = False
-    for w in prefetch(produced, depth=max(2, batch * depth)):
+    ahead = int(getattr(clf.backend, "max_in_flight", 1)) if clf.backend_ready else 2
+    for w in prefetch(produced, depth=max(2, batch * (1 if live else ahead))):
         pending.append(w)
         # the first window runs alone: the first prediction comes one window after the
         # start, not `batch` windows (4 s of video at hop 0.5) later; batches follow
