@@ -1,6 +1,6 @@
 """Real-time factor of the streaming pipeline (issue 6's performance target).
 
-    python -m e3d_eval.bench_pipeline                      # E3D-S, OpenVINO, 2 threads, hop 0.5 s
+    python -m e3d_eval.bench_pipeline                      # E3D-S, OpenVINO, e3d-infer's threads, hop 0.5 s
     python -m e3d_eval.bench_pipeline --backend torch --seconds 10 --repeats 3 --json
 
 Real-time factor (RTF) = seconds of video processed per wall-clock second, for a
@@ -211,7 +211,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--artifact", default=None,
                    help="benchmark this e3d-export folder (its default artifact) or exported .xml/.onnx "
                         "instead of exporting --model")
-    p.add_argument("--threads", type=int, default=None, help="inference threads (default: every usable core)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="inference threads (default: e3d-infer's for stream mode, every core but one: "
+                        "e3d_runtime.video.pipeline.default_stream_threads)")
     p.add_argument("--streams", type=int, default=1,
                    help="openvino: inference requests in flight, sharing --threads")
     p.add_argument("--decode-threads", type=int, default=None,
@@ -239,8 +241,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from e3d_runtime.machine import bound_gflops, cpu_info, measure_peaks, usable_cores
 
+    from e3d_runtime.video.pipeline import default_stream_threads
+
     cores = usable_cores()
-    threads = args.threads or cores
+    threads = args.threads or default_stream_threads()
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch
 

@@ -210,3 +210,31 @@ def test_decoder_threads_default_from_the_machine(monkeypatch, cores, expected):
 
     monkeypatch.setattr(machine, "usable_cores", lambda: cores)
     assert default_decode_threads() == expected
+
+
+@pytest.mark.parametrize("cores, expected", [(1, 1), (2, 1), (8, 7)])
+def test_stream_mode_leaves_a_core_to_decoding(monkeypatch, cores, expected):
+    from e3d_runtime import machine
+    from e3d_runtime.video.pipeline import default_stream_threads
+
+    monkeypatch.setattr(machine, "usable_cores", lambda: cores)
+    assert default_stream_threads() == expected
+
+
+def test_stream_mode_threads_reach_the_backend(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("openvino")
+    e3d_export = pytest.importorskip("e3d_export")
+    from e3d_runtime import machine
+    from tiny_arch import tiny_model
+
+    folder = tmp_path / "exp"
+    e3d_export.export(tiny_model(num_classes=3, frames=4, size=32), folder, openvino=True)
+    src = encode_video(tmp_path / "v.mp4", moving_bar(20, 32, 32), fps=30)
+    monkeypatch.setattr(machine, "usable_cores", lambda: 3)
+    run = [str(src), "--artifact", str(folder), "--json", "--no-progress"]
+    assert main(run + ["--mode", "stream"]) == 0
+    assert json.loads(capsys.readouterr().out)["backend"]["threads"] == 2   # every core but one
+    assert main(run + ["--mode", "stream", "--threads", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["backend"]["threads"] == 3   # asked for
+    assert main(run + ["--mode", "video", "--clips", "1", "--crops", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["backend"]["threads"] in (None, 0)  # the runtime's choice

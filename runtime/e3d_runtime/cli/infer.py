@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "e3d-export --precision auto measured fastest and still right on the exporting "
                           "machine, where this CPU computes its precision natively, else fp32")
     src.add_argument("--threads", type=POSITIVE_INT, default=None,
-                     help="inference threads (default: runtime's)")
+                     help="inference threads (default: stream mode every core but one, which the "
+                          "decoding thread needs; video mode the runtime's choice)")
     src.add_argument("--streams", type=POSITIVE_INT, default=None,
                      help="openvino: inference requests run at once, sharing --threads (default 1, "
                           "lowest latency per window; more streams raise throughput on many-core "
@@ -108,9 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _make_classifier(args: argparse.Namespace, background: bool = False):
-    from ..video.pipeline import VideoClassifier, load_labels
+def _make_classifier(args: argparse.Namespace, stream: bool = False):
+    """The classifier the arguments ask for. ``stream``: it will run stream mode, so its
+    inference leaves a core to the decoding thread unless --threads says otherwise, and an
+    artifact compiles while the first input is opened and decoded (start-up is part of
+    the real-time figure; a compile error still exits 2)."""
+    from ..video.pipeline import VideoClassifier, default_stream_threads, load_labels
     from ..video.sampling import SamplingConfig
+
+    threads = args.threads or (default_stream_threads() if stream else None)
 
     labels = load_labels(args.labels) if args.labels else None
     kw: Dict[str, Any] = dict(labels=labels, top_k=args.top_k, num_clips=args.clips, num_crops=args.crops,
@@ -129,13 +136,13 @@ def _make_classifier(args: argparse.Namespace, background: bool = False):
     if options:
         kw["backend_options"] = options
     if args.artifact and not args.model:
-        clf = VideoClassifier.from_artifact(args.artifact, backend=args.backend, threads=args.threads,
+        clf = VideoClassifier.from_artifact(args.artifact, backend=args.backend, threads=threads,
                                             precision=None if args.precision == "auto" else args.precision,
-                                            compile_in_background=background, **kw)
+                                            compile_in_background=stream, **kw)
     else:
         try:
             clf = VideoClassifier.from_model(args.model or "e3d_s", backend=runtime,
-                                             artifact=args.artifact, threads=args.threads,
+                                             artifact=args.artifact, threads=threads,
                                              weights=args.weights, num_classes=args.num_classes,
                                              pretrained=not (args.weights or args.random_weights),
                                              **kw)
@@ -241,10 +248,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             opts[key] = value
         reader_options["options"] = opts
 
-    # stream mode: the artifact compiles while the first input is opened and decoded
-    # (start-up is part of the real-time figure); a compile error still exits 2 below
     live_only = bool(inputs) and all(is_stream_url(s) or args.format for s in inputs)
-    clf = _make_classifier(args, background=(args.mode == "stream" or (args.mode == "auto" and live_only)))
+    clf = _make_classifier(args, stream=args.mode == "stream" or (args.mode == "auto" and live_only))
     writer = JsonlWriter(jsonl) if jsonl else None
     done = writer.done_sources() if writer else set()
     todo = [s for s in inputs if s not in done]

@@ -141,6 +141,16 @@ def artifact_and_cfg(artifact: str | os.PathLike, backend: Optional[str] = None,
     return backend, file, (preprocess_cfg(section, where) if section is not None else None), options
 
 
+def default_stream_threads() -> int:
+    """Inference threads for stream mode when none are asked for: every core but one, which
+    the decoding + preprocessing thread needs (on 2 cores that is as much work as the
+    INT8 network). Measured on 2 cores, E3D-S INT8, 60 s 640x360, same run: 1 inference
+    thread 2.55 s vs 2 threads 2.71 s (median of 8 paired runs; docs/pipeline.md)."""
+    from ..machine import usable_cores
+
+    return max(1, usable_cores() - 1)
+
+
 def default_decode_threads() -> int:
     """FFmpeg decoder threads when none are asked for. On <= 2 cores one: inference already
     uses every core, and FFmpeg's frame threads only add switching and synchronization
