@@ -383,3 +383,20 @@ def test_frames_are_pyav_own_rgb_conversion(tmp_path, shape, pix_fmt, codec):
     assert len(stored) == len(decoded) == 5
     for a, b in zip(stored, decoded):
         assert np.array_equal(a, b)
+
+
+def test_the_reused_conversion_follows_a_size_change(tmp_path):
+    # a live stream may change resolution mid-way: the reader's one swscale context must
+    # follow it (PyAV reconfigures it per frame) and still give PyAV's own pixels
+    import av
+
+    path = encode_video(tmp_path / "v.mp4", moving_bar(3, 32, 48), fps=10)
+    rng = np.random.default_rng(2)
+    with VideoReader(path) as r:
+        r.read()
+        for h, w in [(64, 96), (36, 40), (32, 48)]:
+            img = rng.integers(0, 256, (h, w, 3), np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            got = r._to_rgb(frame)
+            assert got.shape == (h, w, 3)
+            assert np.array_equal(got, frame.to_ndarray(format="rgb24"))
