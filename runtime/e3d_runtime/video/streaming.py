@@ -160,13 +160,18 @@ def stream(clf: "VideoClassifier", source: str | os.PathLike, *, hop: float = 0.
     # before the previous one's result is read. A live source keeps one in flight, so
     # each result is emitted as soon as it is ready, not a hop later.
     in_flight: Deque[Tuple[List[Dict[str, Any]], List[Tuple[int, Any]]]] = deque()
-    # read from the backend at the first flush: it may still be compiling while the first
-    # window is decoded (VideoClassifier.from_artifact's compile_in_background)
-    depths: List[int] = []
+    # The backend may still be compiling while the first window is decoded
+    # (VideoClassifier.from_artifact's compile_in_background): how many requests it runs
+    # at once is read when known, and at the latest after the first submit.
+    def backend_depth() -> int:
+        return 1 if live else max(1, int(getattr(clf.backend, "max_in_flight", 1)))
+
+    depth: Optional[int] = backend_depth() if clf.backend_ready else None
 
     def flush(drain: bool = False) -> Iterator[Dict[str, Any]]:
         # inference time as the pipeline sees it: submitting (all of it for a backend
         # that runs synchronously) plus waiting for results, on this thread only
+        nonlocal depth
         if pending:
             t0 = time.perf_counter()
             # one window needs no stacking copy: the producer already made it contiguous
@@ -175,9 +180,9 @@ def stream(clf: "VideoClassifier", source: str | os.PathLike, *, hop: float = 0.
             timing["infer_s"] += time.perf_counter() - t0
             in_flight.append((list(pending), started))
             pending.clear()
-        if not depths:
-            depths.append(1 if live else max(1, int(getattr(clf.backend, "max_in_flight", 1))))
-        while in_flight and (drain or len(in_flight) >= depths[0]):
+        if depth is None:
+            depth = backend_depth()
+        while in_flight and (drain or len(in_flight) >= depth):
             yield from emit(*in_flight.popleft())
 
     def emit(batch_windows: List[Dict[str, Any]], started: List[Tuple[int, Any]]) -> Iterator[Dict[str, Any]]:
@@ -196,8 +201,7 @@ def stream(clf: "VideoClassifier", source: str | os.PathLike, *, hop: float = 0.
 
     produced = windows(clf, source, hop, max_reconnects, start_time, timing, opts)
     started_any = False
-    ahead = int(getattr(clf.backend, "max_in_flight", 1)) if clf.backend_ready else 2
-    for w in prefetch(produced, depth=max(2, batch * (1 if live else ahead))):
+    for w in prefetch(produced, depth=max(2, batch * (depth or 2))):
         pending.append(w)
         # the first window runs alone: the first prediction comes one window after the
         # start, not `batch` windows (4 s of video at hop 0.5) later; batches follow
