@@ -248,8 +248,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             opts[key] = value
         reader_options["options"] = opts
 
-    live_only = bool(inputs) and all(is_stream_url(s) or args.format for s in inputs)
-    clf = _make_classifier(args, stream=args.mode == "stream" or (args.mode == "auto" and live_only))
+    live = {s for s in inputs if is_stream_url(s) or args.format}  # the rest are files
+    clf = _make_classifier(args, stream=args.mode == "stream"
+                           or (args.mode == "auto" and bool(inputs) and len(live) == len(set(inputs))))
     writer = JsonlWriter(jsonl) if jsonl else None
     done = writer.done_sources() if writer else set()
     todo = [s for s in inputs if s not in done]
@@ -269,8 +270,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if tqdm is not None:
         progress = tqdm(total=len(todo), unit="video", file=sys.stderr, disable=None)
     try:
-        files = [s for s in todo if not (is_stream_url(s) or args.format)]
-        streams = [s for s in todo if s not in files]
+        files = [s for s in todo if s not in live]
+        streams = [s for s in todo if s in live]
         stream_mode = args.mode == "stream"
         if args.decoder_resize and files and not stream_mode:
             raise ConfigError(f"--decoder-resize: applies to stream mode only, and {files[0]} would run "
