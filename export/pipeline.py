@@ -245,18 +245,22 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
                                      size=size, pretrained=pretrained, seed=seed)
     spec = model.spec
     shape = (model.in_chans, spec.frames, spec.size)
+    calibration_from = "calibration clips"
     if auto:
         _require_trained(source_info)  # before rendering or reading any held-out clips
         if isinstance(held_out, str):  # --held-out synthetic[:N] or a file
             from .precision import load_held_out
 
             held_out, calib_given, held_out_source = load_held_out(held_out, shape, n_calibration)
-            calibration_clips = calibration_clips if calibration_clips is not None else calib_given
+            if calibration_clips is None and calib_given is not None:
+                calibration_clips, calibration_from = calib_given, f"{held_out_source}: calibration"
         held_out = _check_auto(held_out, shape)
         openvino = openvino or importlib.util.find_spec("openvino") is not None
         # a few real clips join the random ones, so every artifact is also verified on data
         real = held_out[:4].astype(np.float16).astype(np.float32)
         extra_clips = real if extra_clips is None else np.concatenate([extra_clips, real])
+    if calibration_clips is not None:  # given to the API, or from a --held-out file
+        calibration_clips = _checked_clips(calibration_clips, shape, calibration_from)
     clips = _prepare_clips(n_clips, extra_clips, shape)
     if calibration_clips is not None and len(clips) > n_clips and "int8" not in (criteria or {}):
         # INT8 calibrated on data is judged on the data clips (the ones after the random
@@ -355,14 +359,19 @@ def _check_auto(held_out: Optional[np.ndarray], shape: Tuple[int, int, int]) -> 
     if held_out is None:
         raise ConfigError("precision auto: needs held-out clips of the training distribution to judge "
                           "agreement on (--held-out synthetic, or a .npy/.npz of clips)")
-    held_out = np.ascontiguousarray(held_out, dtype=np.float32)
+    return _checked_clips(held_out, shape, "held-out clips")
+
+
+def _checked_clips(clips: Any, shape: Tuple[int, int, int], what: str) -> np.ndarray:
+    """``clips`` as contiguous float32 ``(N >= 1, C, T, R, R)`` of finite numbers (agreement or
+    calibration on NaN inputs would judge nothing)."""
+    clips = np.ascontiguousarray(clips, dtype=np.float32)
     C, T, R = shape
-    if held_out.ndim != 5 or held_out.shape[1:] != (C, T, R, R) or not len(held_out):
-        raise ConfigError(f"held-out clips: expected (N, {C}, {T}, {R}, {R}), N >= 1, found "
-                          f"{held_out.shape}")
-    if not np.isfinite(held_out).all():  # agreement on NaN inputs would judge nothing
-        raise ConfigError("held-out clips: expected finite numbers, found NaN or Inf")
-    return held_out
+    if clips.ndim != 5 or clips.shape[1:] != (C, T, R, R) or not len(clips):
+        raise ConfigError(f"{what}: expected (N, {C}, {T}, {R}, {R}), N >= 1, found {clips.shape}")
+    if not np.isfinite(clips).all():
+        raise ConfigError(f"{what}: expected finite numbers, found NaN or Inf")
+    return clips
 
 
 def criteria_overrides(max_rel_err: Optional[float] = None,

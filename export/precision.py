@@ -89,11 +89,7 @@ def load_held_out(spec: str, shape: tuple, n_calibration: int = 16) -> tuple:
             calib = np.asarray(data["calibration"], np.float32) if "calibration" in data else None
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"{path}: cannot read held-out clips (a .npz needs a 'clips' array): {exc}") from None
-    if calib is not None and (calib.ndim != 5 or calib.shape[1:] != (C, T, R, R) or not len(calib)
-                              or not np.isfinite(calib).all()):
-        raise ConfigError(f"{path}: calibration: expected finite clips (N, {C}, {T}, {R}, {R}), "
-                          f"found {calib.shape}")
-    return clips, calib, str(path)
+    return clips, calib, str(path)  # both checked by export() (pipeline._checked_clips)
 
 
 def wants_bf16(flags: Optional[List[str]] = None) -> bool:
@@ -128,7 +124,8 @@ def select(stage: Path, artifacts: Mapping[str, Mapping[str, Any]], held_out: np
         "threads": threads, "timing_runs": runs, "runtimes": {}}
     defaults: Dict[str, str] = {}
     for runtime, keys in by_runtime.items():
-        if not any(artifact_precision(artifacts[k]) == "fp32" for k in keys):
+        fp32_keys = [k for k in keys if artifact_precision(artifacts[k]) == "fp32"]
+        if not fp32_keys:
             continue
         backends = {k: load_backend(runtime, stage / artifacts[k]["file"], threads=threads,
                                     **dict((artifacts[k].get("verify") or {}).get("options") or {}))
@@ -148,13 +145,11 @@ def select(stage: Path, artifacts: Mapping[str, Mapping[str, Any]], held_out: np
         times = time_interleaved({k: (lambda b=be: b.run(clip)) for k, be in backends.items()}, runs=runs)
         # the bar a reduced precision must clear: this runtime's fastest fp32 artifact (for
         # ONNX Runtime the 2D-lowered graph when the folder has one)
-        fp32 = min((k for k in keys if artifact_precision(artifacts[k]) == "fp32"),
-                   key=lambda k: statistics.median(times[k]))
-        base = statistics.median(times[fp32])
+        med = {k: statistics.median(t) for k, t in times.items()}
+        fp32 = min(fp32_keys, key=med.__getitem__)
         for k, t in times.items():
-            med = statistics.median(t)
-            rows[k].update(median_ms=round(med, 3), p90_ms=round(float(np.percentile(t, 90)), 3),
-                           x_fp32=round(med / base, 3))
+            rows[k].update(median_ms=round(med[k], 3), p90_ms=round(float(np.percentile(t, 90)), 3),
+                           x_fp32=round(med[k] / med[fp32], 3))
         chosen, reason = _choose(rows, fp32, enough)
         failed = [dict(r) for r in (rejected or {}).values() if r.get("runtime") == runtime]
         if failed:

@@ -168,6 +168,13 @@ def test_auto_refuses_random_weights_and_missing_held_out(tmp_path):
         export(tiny_model(), tmp_path / "y", precision="auto")
     with pytest.raises(ConfigError, match=r"held-out clips: expected \(N, 3, 4, 32, 32\)"):
         export(tiny_model(), tmp_path / "z", precision="auto", held_out=np.zeros((3, 3, 4, 16, 16)))
+    # calibration clips are checked the same way, from a --held-out file or given to the API
+    bad = np.full((2, 3, 4, 32, 32), np.nan, np.float32)
+    np.savez(tmp_path.parent / "nan_calib.npz", clips=_held_out(), calibration=bad)
+    with pytest.raises(ConfigError, match=r"nan_calib\.npz: calibration: expected finite numbers"):
+        export(tiny_model(), tmp_path / "w", precision="auto", held_out=str(tmp_path.parent / "nan_calib.npz"))
+    with pytest.raises(ConfigError, match=r"^calibration clips: expected finite numbers"):
+        export(tiny_model(), tmp_path / "v", int8=True, calibration_clips=bad)
     assert not any(tmp_path.iterdir())
 
 
