@@ -93,9 +93,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError("--out: an output folder is required")
     if args.held_out and args.precision != "auto":
         raise ConfigError("--held-out: only used with --precision auto")
-    extra = None
-    if args.video:
-        extra = _decoded_clip(args)
     from .pipeline import criteria_overrides, export
 
     log = None if args.json else (lambda msg: print(msg, file=sys.stderr))
@@ -104,7 +101,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
                       num_classes=args.num_classes, frames=args.frames, size=args.size,
                       pretrained=args.pretrained, seed=args.seed, batch=args.batch,
                       dynamic_batch=not args.static_batch, opset=args.opset, verify=not args.no_verify,
-                      n_clips=args.clips, extra_clips=extra, n_calibration=args.calibration_clips,
+                      n_clips=args.clips, video=args.video, n_calibration=args.calibration_clips,
                       criteria=criteria_overrides(args.max_rel_err, args.min_top1), threads=args.threads,
                       benchmark_runs=args.benchmark, precision=args.precision, held_out=args.held_out,
                       progress=not args.json, log=log)
@@ -123,23 +120,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"  latency  {name:14s} median {lat['median_ms']:.1f} ms over {lat['runs']} runs "
               f"({lat['threads'] or 'default'} threads)")
     return 0
-
-
-def _decoded_clip(args):
-    """A real clip for verification, decoded and normalized by the video pipeline, at the
-    clip shape of the source (whatever kind of source it is: name, arch file, checkpoint,
-    save-pretrained folder)."""
-    from .source import load_source
-
-    try:
-        from e3d_zoo.video.pipeline import VideoClassifier
-    except ImportError as exc:
-        raise ConfigError(f"--video needs the video pipeline (pip install 'e3d-zoo[video]'): {exc}") from exc
-    model, _ = load_source(args.source, arch=args.arch, num_classes=args.num_classes,
-                           frames=args.frames, size=args.size, pretrained=args.pretrained,
-                           seed=args.seed)
-    clf = VideoClassifier.from_model(model, backend="torch", num_clips=1, num_crops=1)
-    return clf.views(str(args.video), num_clips=1, num_crops=1)[:1]  # decode + the eval transform
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -183,6 +183,17 @@ class _ExportRun:
                                                          "from": src.name}, "tensorrt", precision)
 
 
+def _decoded_clip(model: nn.Module, video: str | os.PathLike) -> np.ndarray:
+    """One clip of ``video``, decoded and normalized by the video pipeline at the model's clip
+    shape (its pretrained_cfg: frames, stride, crop, mean/std)."""
+    try:
+        from e3d_zoo.video.pipeline import VideoClassifier
+    except ImportError as exc:
+        raise ConfigError(f"--video needs the video pipeline (pip install 'e3d-zoo[video]'): {exc}") from exc
+    clf = VideoClassifier.from_model(model, backend="torch", num_clips=1, num_crops=1)
+    return clf.views(os.fspath(video), num_clips=1, num_crops=1)[:1]  # decode + the eval transform
+
+
 def _prepare_clips(n_clips: int, extra_clips: Optional[np.ndarray], shape: Tuple[int, int, int]) -> np.ndarray:
     C, T, R = shape
     clips = random_clips(n_clips, frames=T, size=R, in_chans=C, seed=0)
@@ -199,7 +210,8 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
            arch: Any = None, num_classes: Optional[int] = None, frames: Optional[int] = None,
            size: Optional[int] = None, pretrained: bool = False, seed: int = 0, batch: int = 1,
            dynamic_batch: bool = True, opset: int = 17, verify: bool = True, n_clips: int = 4,
-           extra_clips: Optional[np.ndarray] = None, calibration_clips: Optional[np.ndarray] = None,
+           extra_clips: Optional[np.ndarray] = None, video: Optional[str | os.PathLike] = None,
+           calibration_clips: Optional[np.ndarray] = None,
            n_calibration: int = 16, criteria: Optional[Mapping[str, Criteria]] = None,
            threads: Optional[int] = None, benchmark_runs: int = 0,
            trt_batch: Tuple[int, int, int] = (1, 1, 8), precision: str = "fp32",
@@ -209,7 +221,8 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
     """Export ``source`` (registered name, arch JSON, checkpoint or nn.Module) into ``out_dir``.
 
     Every artifact is verified on its runtime against PyTorch on the same clips
-    (``n_clips`` seeded random clips plus ``extra_clips``, e.g. a decoded video clip) by
+    (``n_clips`` seeded random clips plus ``extra_clips`` and, with ``video``, one clip of it
+    decoded and normalized by the video pipeline) by
     the criteria of its precision (:data:`e3d_runtime.criteria.CRITERIA`, overridable per precision
     with ``criteria``). Reference logits that cannot reveal a wrong artifact are refused.
     Any failure raises VerificationError and leaves ``out_dir`` untouched. ``fp16`` adds
@@ -245,6 +258,9 @@ def export(source: Any, out_dir: str | os.PathLike, *, onnx: bool = True, openvi
                                      size=size, pretrained=pretrained, seed=seed)
     spec = model.spec
     shape = (model.in_chans, spec.frames, spec.size)
+    if video is not None:  # a real clip joins the verification clips
+        decoded = _decoded_clip(model, video)
+        extra_clips = decoded if extra_clips is None else np.concatenate([extra_clips, decoded])
     calibration_from = "calibration clips"
     if auto:
         _require_trained(source_info)  # before rendering or reading any held-out clips
