@@ -240,7 +240,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from tqdm import tqdm
 
     from e3d_runtime.machine import bound_gflops, cpu_info, measure_peaks, usable_cores
-
     from e3d_runtime.video.pipeline import default_stream_threads
 
     cores = usable_cores()

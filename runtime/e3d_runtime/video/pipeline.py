@@ -32,6 +32,7 @@ import numpy as np
 from ..backends.base import Backend, canonical_backend_name, load_backend
 from ..atomic import read_text_limited
 from ..errors import BackendError, ConfigError, DataError, MissingDependencyError
+from .. import machine
 from ..manifest import MANIFEST_NAME, artifact_entry_for, load_manifest, preprocess_cfg
 from . import multiview, streaming
 from .sampling import SamplingConfig
@@ -146,9 +147,7 @@ def default_stream_threads() -> int:
     the decoding + preprocessing thread needs (on 2 cores that is as much work as the
     INT8 network). Measured on 2 cores, E3D-S INT8, 60 s 640x360, same run: 1 inference
     thread 2.55 s vs 2 threads 2.71 s (median of 8 paired runs; docs/pipeline.md)."""
-    from ..machine import usable_cores
-
-    return max(1, usable_cores() - 1)
+    return max(1, machine.usable_cores() - 1)
 
 
 def default_decode_threads() -> int:
@@ -156,9 +155,7 @@ def default_decode_threads() -> int:
     uses every core, and FFmpeg's frame threads only add switching and synchronization
     (E3D-S INT8 stream, 60 s 640x360: 20.3x vs 18.9x real time with FFmpeg's choice,
     docs/pipeline.md). With more cores FFmpeg's own choice (0), which was not measured here."""
-    from ..machine import usable_cores
-
-    return 1 if usable_cores() <= 2 else 0
+    return 1 if machine.usable_cores() <= 2 else 0
 
 
 class VideoClassifier:
