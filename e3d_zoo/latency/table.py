@@ -270,20 +270,14 @@ MAX_TABLE_BYTES = 256 << 20  # a full 13x160 table is ~5 MB
 
 
 def load_table(path: str | os.PathLike) -> LatencyTable:
-    from ..atomic import read_text_limited
+    from ..atomic import read_json_limited
 
     path = Path(path)
     if not os.path.lexists(path):
         raise LatencyTableError(f"{path}: no such latency table (make one with "
                                 "`e3d-bench --profile-table PATH`)")
-    text = read_text_limited(path, MAX_TABLE_BYTES, what="latency table", error=LatencyTableError)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LatencyTableError(f"{path}: corrupt latency table: not valid JSON: {exc.msg} at "
-                                f"line {exc.lineno} column {exc.colno}") from None
-    except (ValueError, RecursionError) as exc:
-        raise LatencyTableError(f"{path}: corrupt latency table: {exc or 'nested too deeply'}") from None
+    data = read_json_limited(path, MAX_TABLE_BYTES, what="latency table", error=LatencyTableError,
+                             label="corrupt latency table")
     table = _parse(data, str(path))
     table.path = path
     return table
