@@ -455,9 +455,11 @@ def _parse(data: Any, where: str) -> ArchSpec:
                 f"{where}: blocks[{i}].in: channel mismatch: expected {blocks[i - 1].out_channels} "
                 f"(blocks[{i - 1}].out), found {blocks[i].in_channels}")
     _check_provenance(provenance, f"{where}: provenance")
-    _check_clip(frames, size, blocks, where)  # here first, so the message names the file
-    return ArchSpec(blocks=blocks, frames=frames, size=size, name=name, head_hidden=head_hidden,
-                    provenance=dict(provenance), notes=notes)
+    try:  # __post_init__ checks the clip shape; the file's name goes in front, as in load_arch
+        return ArchSpec(blocks=blocks, frames=frames, size=size, name=name,
+                        head_hidden=head_hidden, provenance=dict(provenance), notes=notes)
+    except ArchError as exc:
+        raise ArchError(f"{where}: {exc}") from None
 
 
 def _check_provenance(provenance: Mapping, where: str) -> None:
