@@ -38,10 +38,14 @@ from typing import Any, Dict, List, Mapping, MutableMapping, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from .atomic import read_json_limited
 from .errors import ArchError, HubError, WeightsError
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+#: config.json holds the arch, the pretrained_cfg and the label names: tens of kB for 400
+#: classes; the bound is the one label files get (e3d_runtime.video.pipeline)
+MAX_CONFIG_BYTES = 16 << 20
 CARD_NAME = "README.md"
 FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
@@ -349,13 +353,11 @@ def load_config(source: str | os.PathLike, revision: Optional[str] = None) -> Di
         repo_id, rev = parse_hub_id(text)
         cfg_path = _hub_file(repo_id, CONFIG_NAME, revision or rev)
     where = str(cfg_path)
-    try:
-        raw = json.loads(Path(cfg_path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not os.path.lexists(cfg_path):
         raise WeightsError(f"{source}: no {CONFIG_NAME}; a weights file alone does not say which "
-                           "architecture it is for (pass the model, or use a save-pretrained folder)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{cfg_path}: not a readable JSON config: {exc}") from None
+                           "architecture it is for (pass the model, or use a save-pretrained folder)")
+    # read bounded: a Hub download is whatever the repo holds, not necessarily our config
+    raw = read_json_limited(cfg_path, MAX_CONFIG_BYTES, what="e3d-zoo config", error=WeightsError)
     if not isinstance(raw, dict) or not isinstance(raw.get("e3d"), dict):
         raise WeightsError(f"{where}: not an e3d-zoo config (expected an 'e3d' object; "
                            "written by e3d_zoo.hub.save_pretrained)")

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from .atomic import atomic_write_text, read_text_limited
+from .atomic import atomic_write_text, parse_json, read_text_limited
 from .errors import ArchError
 
 SCHEMA = "e3d-arch"
@@ -202,16 +202,7 @@ class ArchSpec:
     @classmethod
     def from_json(cls, text: str, source: str | None = None) -> "ArchSpec":
         where = source or "<arch>"
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ArchError(f"{where}: not valid JSON: {exc.msg} at line {exc.lineno} "
-                            f"column {exc.colno}") from None
-        except RecursionError:
-            raise ArchError(f"{where}: not a usable arch file: nested too deeply") from None
-        except ValueError as exc:  # e.g. an integer literal of more than 4300 digits
-            raise ArchError(f"{where}: not a usable arch file: {exc}") from None
-        return _parse(data, where)
+        return _parse(parse_json(text, where, what="arch file", error=ArchError), where)
 
     # ---- TinyNAS structure text --------------------------------------------
     def to_tinynas_text(self) -> str:
@@ -464,9 +455,11 @@ def _parse(data: Any, where: str) -> ArchSpec:
                 f"{where}: blocks[{i}].in: channel mismatch: expected {blocks[i - 1].out_channels} "
                 f"(blocks[{i - 1}].out), found {blocks[i].in_channels}")
     _check_provenance(provenance, f"{where}: provenance")
-    _check_clip(frames, size, blocks, where)  # here first, so the message names the file
-    return ArchSpec(blocks=blocks, frames=frames, size=size, name=name, head_hidden=head_hidden,
-                    provenance=dict(provenance), notes=notes)
+    try:  # __post_init__ checks the clip shape; the file's name goes in front, as in load_arch
+        return ArchSpec(blocks=blocks, frames=frames, size=size, name=name,
+                        head_hidden=head_hidden, provenance=dict(provenance), notes=notes)
+    except ArchError as exc:
+        raise ArchError(f"{where}: {exc}") from None
 
 
 def _check_provenance(provenance: Mapping, where: str) -> None:

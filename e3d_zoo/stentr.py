@@ -129,14 +129,22 @@ def stage_scores(spec: ArchSpec, frames: int | None = None, size: int | None = N
 def stentr_score(spec: ArchSpec, frames: int | None = None, size: int | None = None,
                  stage_weights: Sequence[float] | None = None, refine: bool = True) -> float:
     """The STEntr-Score. Default weights [0, 0, 0, 0, 1] give the final-stage form."""
-    scores = stage_scores(spec, frames, size, refine)
+    return combine_stage_scores(stage_scores(spec, frames, size, refine), stage_weights,
+                                name=spec.name or "the architecture")
+
+
+def combine_stage_scores(scores: Sequence[float], stage_weights: Sequence[float] | None = None, *,
+                         name: str = "the architecture", what: str = "stage_weights",
+                         error: type[Exception] = ArchError) -> float:
+    """The STEntr-Score from :func:`stage_scores`: the last stage's, or the ``stage_weights``
+    weighted sum (one finite weight per stage, else ``error`` naming ``what`` and ``name``)."""
     if stage_weights is None:
         return scores[-1]
     if len(stage_weights) != len(scores):
-        raise ArchError(f"stage_weights: expected {len(scores)} weights (one per stage of "
-                        f"{spec.name or 'the architecture'}), found {len(stage_weights)}")
+        raise error(f"{what}: expected {len(scores)} weights (one per stage of {name}), "
+                    f"found {len(stage_weights)}")
     if not all(isinstance(w, (int, float)) and math.isfinite(w) for w in stage_weights):
-        raise ArchError(f"stage_weights: expected finite numbers, found {list(stage_weights)}")
+        raise error(f"{what}: expected finite numbers, found {list(stage_weights)}")
     return weighted_sum(scores, stage_weights)
 
 

@@ -63,6 +63,21 @@ def test_score_and_ablation(capsys, tiny_arch_file):
     assert a["value"] != b["value"] and a["score"] == "stentr" and b["score"] == "entropy"
 
 
+def test_score_stage_weights_weigh_the_printed_stage_scores(capsys):
+    from e3d_zoo import stentr
+    from e3d_zoo.zoo import spec_for
+
+    w = [0.1, 0.2, 0.3, 0.4, 1.0]
+    assert main(["score", "e3d_s", "--stage-weights", ",".join(map(str, w)), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["stage_weights"] == w
+    assert out["value"] == stentr.weighted_sum(out["stage_scores"], w)
+    assert out["value"] == stentr.stentr_score(spec_for("e3d_s"), stage_weights=w)
+    assert main(["score", "e3d_s", "--stage-weights", "1,1"]) == 2
+    assert ("--stage-weights: expected 5 weights (one per stage of e3d_s), found 2"
+            in capsys.readouterr().err)
+
+
 def test_undefined_score_is_one_line_error_and_info_says_why(capsys, tiny_arch_file):
     # at its own T = 4 the tiny net's (3, 3, 3) kernels are parallel to (T, r, r) = (4, 4, 4)
     assert main(["score", str(tiny_arch_file)]) == 2

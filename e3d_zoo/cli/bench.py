@@ -270,19 +270,15 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         warnings.simplefilter("always")
         progress = not (args.json or args.quiet)
         if args.profile_table:
-            from ..atomic import output_lock
             from ..latency.build import profile_table
 
-            # one profiling run per table: two would each save the entries they measured
-            # over the other's
-            with output_lock(args.profile_table, what="latency table"):
-                res = profile_table(args.profile_table, frames=args.frames, size=args.size,
-                                    backend=args.backend, threads=args.threads,
-                                    statistic=args.statistic, zoo=args.zoo, archs=args.arch or (),
-                                    sample=args.sample, calibrate=args.calibrate, seed=args.seed,
-                                    max_flops=args.max_flops, rounds=args.rounds,
-                                    runs_per_round=args.runs_per_round,
-                                    num_classes=args.num_classes, progress=progress)
+            res = profile_table(args.profile_table, frames=args.frames, size=args.size,
+                                backend=args.backend, threads=args.threads,
+                                statistic=args.statistic, zoo=args.zoo, archs=args.arch or (),
+                                sample=args.sample, calibrate=args.calibrate, seed=args.seed,
+                                max_flops=args.max_flops, rounds=args.rounds,
+                                runs_per_round=args.runs_per_round,
+                                num_classes=args.num_classes, progress=progress)
         elif args.validate_predictor:
             from ..latency.validate import validate_predictor
 

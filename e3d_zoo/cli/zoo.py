@@ -70,22 +70,20 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from ..stentr import stage_scores, stentr_score
+    from ..stentr import combine_stage_scores, stage_scores
     from ..zoo import spec_for
 
     spec = spec_for(args.target, frames=args.frames, size=args.size)
     weights = args.stage_weights
-    n_stages = len(spec.stage_ends())
-    if weights is not None and len(weights) != n_stages:
-        raise ConfigError(f"--stage-weights: expected {n_stages} weights (one per stage of "
-                          f"{spec.name or args.target}), found {len(weights)}")
     refine = not args.no_refine
+    scores = stage_scores(spec, refine=refine)
     result = {
         "name": spec.name or Path(args.target).stem,
         "frames": spec.frames, "size": spec.size,
         "score": "stentr" if refine else "entropy",
-        "stage_scores": stage_scores(spec, refine=refine),
-        "value": stentr_score(spec, stage_weights=weights, refine=refine),
+        "stage_scores": scores,
+        "value": combine_stage_scores(scores, weights, name=spec.name or args.target,
+                                      what="--stage-weights", error=ConfigError),
         "stage_weights": weights,
     }
     if args.json:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 import warnings
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..atomic import read_text_limited
+from ..atomic import read_json_limited, read_text_limited
 from ..errors import DataError, VideoError
 
 MAX_LIST_BYTES = 512 << 20  # SSv2's train list is ~30 MB
@@ -116,21 +115,11 @@ def read_ssv2_list(path: str | os.PathLike, root: str | os.PathLike,
                    classes: Optional[Sequence[str]] = None, suffix: str = ".webm") -> Tuple[List[Entry], List[str]]:
     """A Something-Something v2 JSON list -> entries and class names."""
     path = Path(path)
-    text = read_text_limited(path, MAX_LIST_BYTES, what="list file", error=DataError)
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
-    except (ValueError, RecursionError) as exc:
-        raise DataError(f"{path}: not a usable list file: {exc or 'nested too deeply'}") from None
+    items = read_json_limited(path, MAX_LIST_BYTES, what="list file", error=DataError)
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON list of {{'id', 'template'}} objects")
     if label_map:
-        text = read_text_limited(label_map, MAX_LIST_BYTES, what="label map", error=DataError)
-        try:
-            mapping = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise DataError(f"{label_map}: cannot read the label map: {exc or 'nested too deeply'}") from None
+        mapping = read_json_limited(label_map, MAX_LIST_BYTES, what="label map", error=DataError)
         if not isinstance(mapping, dict):
             raise DataError(f"{label_map}: expected a JSON object {{class name: index}}")
         try:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+from ..atomic import output_lock
 from ..errors import ConfigError
 from ..spec import ArchSpec
 from .predictor import calibrate as calibrate_table
@@ -70,36 +71,42 @@ def profile_table(path: Union[str, os.PathLike], *, frames: int, size: int,
                   max_flops: Optional[float] = 4.0e9, rounds: int = 7, runs_per_round: int = 3,
                   num_classes: int = 400, progress: bool = True) -> Dict[str, Any]:
     """Profile the units of the networks asked for into the table at ``path`` (created
-    or resumed), then fit its calibration on ``calibrate`` networks measured end to end."""
+    or resumed), then fit its calibration on ``calibrate`` networks measured end to end.
+
+    The table's output lock is held throughout: a second run on the same table is an
+    OutputInUseError at once."""
     path = Path(path)
     if not frames or not size:
         raise ConfigError("--profile-table: needs the clip shape to profile at: --frames and --size")
-    if path.exists():
-        table = load_table(path)  # resume: only the missing units are measured
-        table.check_environment(strict=True)
-    else:
-        table = LatencyTable.new(backend, threads, statistic=statistic or default_statistic(backend))
-        table.path = path
-    table.settings.setdefault("clip", [frames, size])
-    specs = network_specs(frames, size, zoo=zoo, archs=archs, sample=sample, seed=seed,
-                          max_flops=max_flops)
-    cal_specs = calibration_specs(calibrate, frames, size, seed=seed, max_flops=max_flops)
-    if not specs and not cal_specs:
-        raise ConfigError("--profile-table: nothing to profile; give --zoo, --arch A.json or --sample N")
-    with Loader.for_table(table) as loader:
-        keys = list(iter_keys_of(specs + cal_specs, frames, size, num_classes))
-        added = profile_keys(table, keys, loader, path=path, rounds=rounds,
-                             runs_per_round=runs_per_round, progress=progress)
-        cal = None
-        if cal_specs:
-            measured = measure_specs(cal_specs, loader, frames=frames, size=size,
-                                     num_classes=num_classes, rounds=rounds,
-                                     runs_per_round=runs_per_round, progress=progress)
-            for st in statistics_of(table):
-                calibrate_table(table, cal_specs, [m[NETWORK_FIELD[st]] for m in measured],
-                                frames=frames, size=size, num_classes=num_classes, statistic=st)
-            cal = table.calibration
-            cal["measured"] = [{"name": s.name, **m} for s, m in zip(cal_specs, measured)]
-        table.save(path)
+    # one profiling run per table: two would each save the entries they measured over the
+    # other's
+    with output_lock(path, what="latency table"):
+        if path.exists():
+            table = load_table(path)  # resume: only the missing units are measured
+            table.check_environment(strict=True)
+        else:
+            table = LatencyTable.new(backend, threads, statistic=statistic or default_statistic(backend))
+            table.path = path
+        table.settings.setdefault("clip", [frames, size])
+        specs = network_specs(frames, size, zoo=zoo, archs=archs, sample=sample, seed=seed,
+                              max_flops=max_flops)
+        cal_specs = calibration_specs(calibrate, frames, size, seed=seed, max_flops=max_flops)
+        if not specs and not cal_specs:
+            raise ConfigError("--profile-table: nothing to profile; give --zoo, --arch A.json or --sample N")
+        with Loader.for_table(table) as loader:
+            keys = list(iter_keys_of(specs + cal_specs, frames, size, num_classes))
+            added = profile_keys(table, keys, loader, path=path, rounds=rounds,
+                                 runs_per_round=runs_per_round, progress=progress)
+            cal = None
+            if cal_specs:
+                measured = measure_specs(cal_specs, loader, frames=frames, size=size,
+                                         num_classes=num_classes, rounds=rounds,
+                                         runs_per_round=runs_per_round, progress=progress)
+                for st in statistics_of(table):
+                    calibrate_table(table, cal_specs, [m[NETWORK_FIELD[st]] for m in measured],
+                                    frames=frames, size=size, num_classes=num_classes, statistic=st)
+                cal = table.calibration
+                cal["measured"] = [{"name": s.name, **m} for s, m in zip(cal_specs, measured)]
+            table.save(path)
     return {"table": str(path), "entries": len(table), "added": added,
             "environment": table.environment, "calibration": cal or table.calibration}

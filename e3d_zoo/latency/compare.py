@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from ..errors import LatencyTableError
 from ..spec import ArchSpec
 from .profile import Loader, interleaved_times, load_average, load_networks, summarize
-from .table import LatencyTable, current_environment, environment_mismatches
+from .table import LatencyTable, current_environment
 
 #: statistics a whole network can be compared on (per-layer kernel sums are a unit
 #: statistic: whole networks run without counters, in wall-clock time)
@@ -150,15 +150,13 @@ class DeviceMeasurer:
         machine that is not this one: measuring here would check the budget on the
         wrong device, so that is an error.
         """
-        here = current_environment(table.backend, table.threads,
-                                   str(table.environment.get("precision", "f32")))
-        bad = environment_mismatches(table.environment, here)
-        if bad:
+        try:
+            table.check_environment(strict=True)
+        except LatencyTableError as exc:
             raise LatencyTableError(
-                f"{table.path or 'latency table'}: measured on another device/runtime ("
-                + "; ".join(bad) + "), so its budget cannot be checked on this machine: run the "
-                "search on that device, or skip the measurement (--finalists 0; the result then "
-                "fits the predicted budget only)")
+                f"{exc} Its budget cannot be checked on this machine either: run the search on "
+                "that device, or skip the measurement (--finalists 0; the result then fits the "
+                "predicted budget only)") from None
         return cls(table.backend, table.threads, **kwargs)
 
     def describe(self) -> Dict[str, Any]:

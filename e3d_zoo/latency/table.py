@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional
 
+from e3d_runtime.machine import cpu_info
+
 from ..atomic import atomic_write_text
 from ..errors import LatencyTableError
 from ..spec import ArchSpec
@@ -126,27 +128,6 @@ def layer_keys(spec: ArchSpec, frames: Optional[int] = None, size: Optional[int]
 
 # ---- environment -------------------------------------------------------------
 
-#: the CPU features a runtime's kernels pick from (x86 vector extensions, Arm SIMD)
-_FLAG_PREFIXES = ("avx", "fma", "amx", "sse4", "asimd", "sve")
-
-
-def _cpu_info() -> tuple[str, List[str]]:
-    """(model name, the vector-extension flags) from /proc/cpuinfo."""
-    name, flags = None, None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key = line.split(":", 1)[0].strip()
-                if key == "model name" and name is None:
-                    name = line.split(":", 1)[1].strip()
-                elif key in ("flags", "Features") and flags is None:
-                    flags = sorted({f for f in line.split(":", 1)[1].split()
-                                    if f.startswith(_FLAG_PREFIXES)})
-    except OSError:
-        pass
-    return name or platform.processor() or platform.machine(), flags or []
-
-
 def runtime_version(backend: str) -> str:
     if backend == "openvino":
         import openvino
@@ -165,9 +146,10 @@ def runtime_version(backend: str) -> str:
 
 def current_environment(backend: str, threads: int, precision: str = "f32") -> Dict[str, Any]:
     """What a table measured now, here, with this backend would record."""
-    cpu, flags = _cpu_info()
+    cpu = cpu_info()
     return {"backend": backend, "runtime_version": runtime_version(backend), "threads": threads,
-            "cpu": cpu, "cpu_flags": flags, "machine": platform.machine(),
+            "cpu": cpu.get("model") or platform.processor() or platform.machine(),
+            "cpu_flags": cpu["flags"], "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "precision": precision}
 
 
@@ -288,20 +270,14 @@ MAX_TABLE_BYTES = 256 << 20  # a full 13x160 table is ~5 MB
 
 
 def load_table(path: str | os.PathLike) -> LatencyTable:
-    from ..atomic import read_text_limited
+    from ..atomic import read_json_limited
 
     path = Path(path)
     if not os.path.lexists(path):
         raise LatencyTableError(f"{path}: no such latency table (make one with "
                                 "`e3d-bench --profile-table PATH`)")
-    text = read_text_limited(path, MAX_TABLE_BYTES, what="latency table", error=LatencyTableError)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LatencyTableError(f"{path}: corrupt latency table: not valid JSON: {exc.msg} at "
-                                f"line {exc.lineno} column {exc.colno}") from None
-    except (ValueError, RecursionError) as exc:
-        raise LatencyTableError(f"{path}: corrupt latency table: {exc or 'nested too deeply'}") from None
+    data = read_json_limited(path, MAX_TABLE_BYTES, what="latency table", error=LatencyTableError,
+                             label="corrupt latency table")
     table = _parse(data, str(path))
     table.path = path
     return table

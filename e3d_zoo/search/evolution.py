@@ -311,18 +311,13 @@ class _Search:
         corrupt, from other settings, or edited by hand (a score that is not the
         candidate's, a counter below zero, an invalid candidate) is a SearchError naming
         the file and the field, never a resumed search that ends somewhere else."""
-        from ..atomic import read_text_limited
+        from ..atomic import read_json_limited
 
         if not os.path.lexists(path):
             raise SearchError(f"--resume: no checkpoint at {path} (nothing to resume; run without "
                               "--resume to start)")
-        text = read_text_limited(path, MAX_CHECKPOINT_BYTES, what="search checkpoint",
-                                 error=SearchError)
-        try:
-            doc = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise SearchError(f"{path}: cannot read the search checkpoint: not valid JSON "
-                              f"({exc or 'nested too deeply'})") from None
+        doc = read_json_limited(path, MAX_CHECKPOINT_BYTES, what="search checkpoint",
+                                error=SearchError)
         if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
             raise SearchError(f"{path}: not an e3d-search checkpoint (format "
                               f"{doc.get('format') if isinstance(doc, dict) else None!r:.60})")

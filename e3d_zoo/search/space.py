@@ -11,7 +11,6 @@ The default space is the reference search's (``reference_search`` in
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -203,17 +202,10 @@ def space_from_dict(data: Any, where: str = "<space>", base: SearchSpace | None 
 
 
 def load_space(path: str | os.PathLike) -> SearchSpace:
-    from ..atomic import read_text_limited
+    from ..atomic import read_json_limited
 
     path = Path(path)
-    text = read_text_limited(path, 1 << 20, what="search-space file", error=SearchError)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SearchError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} "
-                          f"column {exc.colno}") from None
-    except (ValueError, RecursionError) as exc:
-        raise SearchError(f"{path}: not a usable search-space file: {exc or 'nested too deeply'}") from None
+    data = read_json_limited(path, 1 << 20, what="search-space file", error=SearchError)
     return space_from_dict(data, str(path))
 
 

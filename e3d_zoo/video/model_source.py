@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from e3d_runtime.backends.base import canonical_backend_name, load_backend
+from e3d_runtime.criteria import Criteria, compare
 from e3d_runtime.errors import BackendError, ConfigError, WeightsError
 
 #: how far an artifact's logits may stray from its --model's, relative to the logits' scale:
@@ -111,9 +112,16 @@ def check_artifact(clf: Any, module: torch.nn.Module, artifact: str | os.PathLik
     if not compare_outputs:
         report["outputs"] = "not compared (the model has no trained weights)"
         return report
-    err = float(np.max(np.abs(got - ref)))
-    scale = float(np.max(np.abs(ref))) or 1.0
-    if err > rtol * scale:
+    # the question is "is this --model's network?", which the error relative to the logits'
+    # scale answers for any export precision; the per-precision cosine and top-k bounds are
+    # e3d-export --verify's job
+    agreement = compare(ref, got, Criteria("artifact", max_rel_err=rtol, min_cosine=-1.0,
+                                           min_top1=0.0, min_topk=0.0))
+    err, scale = agreement.max_abs_err, agreement.reference_scale
+    if not agreement.passed:
+        if not np.isfinite(got).all():
+            raise ConfigError(f"{what}: on the probe clips it returns non-finite logits (NaN or "
+                              "inf); export the model again (e3d-export) or drop --model")
         raise ConfigError(f"{what}: on the same probe clips their logits differ by up to "
                           f"{err:.3g} (the model's logits reach {scale:.3g}); export the "
                           "model again (e3d-export) or drop --model")

@@ -7,8 +7,9 @@
   with the first one's pid, and a run killed mid-swap is finished or undone by the next
   run (or :func:`recover_dir`). Regular files and folders this toolkit did not write are
   never replaced.
-* Inputs are read through :func:`read_text_limited`: regular files only, a size cap, and
-  UTF-8 checked, so ``/dev/zero`` or a FIFO given as a path is an error, not a hang.
+* Inputs are read through :func:`read_text_limited` (:func:`read_json_limited` for JSON):
+  regular files only, a size cap, and UTF-8 checked, so ``/dev/zero`` or a FIFO given as a
+  path is an error, not a hang.
 
 Torch-free: the runtime package uses it too.
 """
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Type
+from typing import Any, Callable, Dict, Iterator, List, Optional, Type
 
 from .errors import E3DError, OutputError, OutputInUseError
 
@@ -87,6 +88,35 @@ def read_text_limited(path: str | os.PathLike, limit: int, *, what: str = "file"
     except UnicodeDecodeError as exc:
         raise error(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
                     f"expected {_a(what)}") from None
+
+
+def parse_json(text: str, where: str | os.PathLike, *, what: str = "JSON file",
+               error: Type[E3DError] = E3DError, label: Optional[str] = None) -> Any:
+    """``json.loads(text)``; what cannot be parsed is one ``error`` naming ``where``.
+
+    Syntax errors give the line and column; a document nested deeper than the parser's
+    recursion limit, or an integer of more digits than Python converts, is "not a usable
+    ``what``". ``label`` replaces that phrase and prefixes the syntax errors too (the
+    latency table calls every such file a "corrupt latency table").
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        detail = f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise error(f"{where}: {label}: {detail}" if label else f"{where}: {detail}") from None
+    except RecursionError:
+        detail = "nested too deeply"
+    except ValueError as exc:  # e.g. an integer literal of more than 4300 digits
+        detail = str(exc)
+    raise error(f"{where}: {label or 'not a usable ' + what}: {detail}")
+
+
+def read_json_limited(path: str | os.PathLike, limit: int, *, what: str = "JSON file",
+                      error: Type[E3DError] = E3DError, label: Optional[str] = None) -> Any:
+    """:func:`read_text_limited` parsed by :func:`parse_json`: one ``error`` naming ``path``
+    for a missing, oversized, non-UTF-8 or unparsable file."""
+    return parse_json(read_text_limited(path, limit, what=what, error=error), path, what=what,
+                      error=error, label=label)
 
 
 # ---- atomic files ----------------------------------------------------------------------------

@@ -29,12 +29,11 @@ The ``preprocess`` section (:data:`PREPROCESS_VERSION` 1)::
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-from .atomic import read_text_limited
+from .atomic import read_json_limited
 from .errors import ConfigError, ExportError
 
 MANIFEST_NAME = "manifest.json"
@@ -82,11 +81,7 @@ def load_manifest(folder: str | os.PathLike) -> Dict[str, Any]:
     path = folder / MANIFEST_NAME
     if not path.is_file():
         raise ExportError(f"{folder}: no {MANIFEST_NAME} (not an e3d-export folder?)")
-    text = read_text_limited(path, 64 << 20, what="manifest", error=ExportError)
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise ExportError(f"{path}: not valid JSON: {exc or 'nested too deeply'}") from None
+    data = read_json_limited(path, 64 << 20, what="manifest", error=ExportError)
     if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise ExportError(f"{path}: schema is {found!r:.60}, expected {MANIFEST_SCHEMA!r}")

@@ -259,6 +259,23 @@ def test_config_problems_are_named(tmp_path):
         assert needle in str(info.value) and "config.json" in str(info.value)
 
 
+def test_unreadable_config_files_are_named(tmp_path):
+    from e3d_zoo.hub import MAX_CONFIG_BYTES
+
+    folder = save_pretrained(_trained_like(seed=6), tmp_path / "m")
+    cfg = folder / "config.json"
+    for content, needle in [
+        (b'{"e3d": ', "config.json: not valid JSON: Expecting value at line 1 column 9"),
+        (b"[" * 100_000 + b"]" * 100_000, "config.json: not a usable e3d-zoo config: nested too deeply"),
+        (b'{"e3d": "caf\xe9"}', "config.json: not UTF-8 text"),
+        (b" " * (MAX_CONFIG_BYTES + 1), "an e3d-zoo config may have at most"),
+    ]:
+        cfg.write_bytes(content)
+        with pytest.raises(WeightsError) as info:
+            from_pretrained(folder)
+        assert needle in str(info.value)
+
+
 def test_wrapped_or_pruned_models_are_refused_by_save_pretrained(tmp_path):
     import e3d_zoo
 

@@ -118,3 +118,32 @@ def test_same_session_validation_leaves_the_table_alone(torch_table, capsys):
     assert res["mape_pct"] == pytest.approx(sum(errs) / 2)
     assert res["calibration_scale"] > 0 and "by_median" in res
     assert torch_table.read_bytes() == before
+
+
+_HOLD_LOCK = """
+import sys
+from e3d_runtime.atomic import output_lock
+with output_lock(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_profile_table_itself_refuses_a_table_another_run_profiles(tmp_path):
+    # the lock is profile_table's, not the CLI's: eval/ scripts call it directly
+    import subprocess
+    import sys
+
+    from e3d_zoo.errors import OutputInUseError
+    from e3d_zoo.latency.build import profile_table
+
+    path = tmp_path / "t.json"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputInUseError, match=f"t.json: in use by pid {holder.pid}"):
+            profile_table(path, frames=2, size=32, zoo=True, progress=False)
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert not path.exists()

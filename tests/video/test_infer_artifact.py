@@ -75,3 +75,23 @@ def test_non_finite_outputs_are_an_error_not_a_label(assets):
         clf.predict(np.zeros((1, 3, 4, 32, 32), np.float32))
     rec = next(clf.classify_many([str(assets / "clip.mp4")]))
     assert rec["kind"] == "error" and "non-finite" in rec["error"]
+
+
+class NaNArtifactDouble:
+    """Test double of a classifier whose artifact returns NaN logits (a corrupt export that
+    ONNX Runtime would run without complaint; VideoClassifier.collect refuses it earlier)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def logits(self, clips):
+        return np.full((len(clips), 3), np.nan, np.float32)
+
+
+def test_nan_artifact_logits_are_not_a_match(assets):
+    from e3d_zoo.video.model_source import check_artifact
+
+    model = create_model(make_tiny_spec(frames=4, size=32), num_classes=3).eval()
+    double = NaNArtifactDouble({"input_size": (3, 32, 32), "num_frames": 4})
+    with pytest.raises(ConfigError, match=r"nan\.onnx: not an export of --model .*non-finite"):
+        check_artifact(double, model, "nan.onnx", compare_outputs=True)
