@@ -2,7 +2,7 @@
 
 Real parts: a latency table profiled here on OpenVINO (2 x 96^2 clips, 1 thread), real
 exports and interleaved timing. The one measurement double (``RecordedMeasurementsDouble``)
-only forces the ratio budget's none-fits and accept-nearest paths to fixed figures.
+only forces the finalist choice (which fits, none fits, accept-nearest) to fixed figures.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from e3d_zoo import stentr  # noqa: E402
 from e3d_zoo.cli.search import EXIT_BUDGET_MISSED, main as search_main  # noqa: E402
 from e3d_zoo.errors import LatencyTableError, SearchError  # noqa: E402
 from e3d_zoo.latency.build import profile_table  # noqa: E402
-from e3d_zoo.latency.compare import DeviceMeasurer, measure_against  # noqa: E402
+from e3d_zoo.latency.compare import measure_against  # noqa: E402
 from e3d_zoo.latency.predictor import load_predictor  # noqa: E402
 from e3d_zoo.latency.profile import Loader  # noqa: E402
 from e3d_zoo.search import search  # noqa: E402
@@ -69,9 +69,26 @@ def test_measure_against_times_the_reference_in_the_same_rounds():
     assert env["backend"] == "openvino" and env["threads"] == 1 and "cpu_flags" in env
 
 
+class RecordedMeasurementsDouble:
+    """Measurement double standing in for device timing: fixed figures instead of timing,
+    ONLY to drive the finalist choice deterministically (which one fits, none fits,
+    accept-nearest). Real measurement is covered by the tests that time on OpenVINO."""
+
+    def __init__(self, ratios):
+        self.ratios = ratios
+
+    def measure(self, reference, specs, *, frames, size, num_classes):
+        ref = {"ms": 10.0, "median_ms": 10.0, "p90_ms": 11.0, "spread": 1.1, "runs": 6, "rounds": 2}
+        nets = [{**ref, "ms": 10.0 * r, "median_ms": 10.0 * r, "ratio": r} for r in self.ratios]
+        return {"reference": ref, "networks": nets, "statistic": "median", "rounds": 2}
+
+
 def test_best_fitting_finalist_is_chosen_over_a_higher_scoring_misfit(ov_table):
-    """E3D-L scores far above the tiny net and runs ~1.7x E3D-S (measured here); under
-    "no slower than E3D-S" the tiny one must be the result, measured, not predicted."""
+    """E3D-L scores far above the tiny net but runs over E3D-S; under "no slower than
+    E3D-S" the tiny one must be the result, decided by the measurement, not the prediction.
+    The measurement is a double standing in for device timing (recorded ratios: E3D-L
+    ~1.7x E3D-S as measured on this machine, the tiny net a fraction of it): timed ratios
+    have no place in an assertion; the choice logic does."""
     pred = load_predictor(ov_table)
     ref = spec_for("e3d_s").replace(frames=T, size=R)
     big = spec_for("e3d_l").replace(frames=T, size=R)
@@ -80,7 +97,7 @@ def test_best_fitting_finalist_is_chosen_over_a_higher_scoring_misfit(ov_table):
                  for rank, s in ((1, big), (2, small))]
     assert finalists[0].score > finalists[1].score
     verdict = check_finalists(finalists, Budgets(latency_ratio=1.0),
-                              measurer=DeviceMeasurer("openvino", 1, rounds=3), reference=ref,
+                              measurer=RecordedMeasurementsDouble([1.7, 0.05]), reference=ref,
                               reference_predicted_ms=pred.predict_ms(ref),
                               predicted_limit_ms=pred.predict_ms(ref), frames=T, size=R,
                               num_classes=400)
@@ -205,19 +222,6 @@ def test_a_table_from_another_device_cannot_be_checked_here(ov_table, tmp_path):
     res = search(T, R, budgets={"latency_ratio": 1.0, "layers": 83}, latency_predictor=pred,
                  finalists=0, **FAST)
     assert res.fits is None and "not measured" in res.latency.describe()
-
-
-class RecordedMeasurementsDouble:
-    """Measurement double: fixed figures instead of timing, ONLY to force the ratio
-    budget's none-fits and accept-nearest paths deterministically."""
-
-    def __init__(self, ratios):
-        self.ratios = ratios
-
-    def measure(self, reference, specs, *, frames, size, num_classes):
-        ref = {"ms": 10.0, "median_ms": 10.0, "p90_ms": 11.0, "spread": 1.1, "runs": 6, "rounds": 2}
-        nets = [{**ref, "ms": 10.0 * r, "median_ms": 10.0 * r, "ratio": r} for r in self.ratios]
-        return {"reference": ref, "networks": nets, "statistic": "median", "rounds": 2}
 
 
 @pytest.mark.parametrize("accept_nearest", [False, True])
