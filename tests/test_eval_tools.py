@@ -150,3 +150,23 @@ def test_edge_benchmark_streams_through_e3d_infer_beside_its_ceiling(tmp_path, c
     assert c["fraction_of_ceiling"] == pytest.approx(s["rtf_including_startup"] / c["rtf_ceiling"])
     assert r["verdict"] == c["verdict"] == capsys.readouterr().out.strip().splitlines()[-1]
     assert r["machine"]["cpu"]["cores"] >= 1 and "load_avg_1min_end" in r
+
+
+@pytest.mark.parametrize("stages, says", [("video", "video needs export"),
+                                          ("zoo,export,video", "export needs train")])
+def test_demo_refuses_stages_without_the_stages_they_need(tmp_path, capsys, stages, says):
+    """export reads the train stage's checkpoint and video the export stage's artifact:
+    a selection without them is a usage error up front, not a KeyError mid-demo."""
+    from e3d_eval.demo import NEEDS, STAGES, main
+
+    assert NEEDS["export"] == ("train",) and NEEDS["video"] == ("export",)
+    with pytest.raises(SystemExit) as info:
+        main(["--out", str(tmp_path / "out"), "--stages", stages])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("python -m e3d_eval.demo: error: --stages ") and says in last
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    # every stage's needs come before it in the run order
+    order = [n for n, _ in STAGES]
+    assert all(order.index(d) < order.index(n) for n, ds in NEEDS.items() for d in ds)
