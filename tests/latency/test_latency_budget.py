@@ -242,12 +242,25 @@ def test_ratio_budget_none_fits_and_accept_nearest(ov_table, accept_nearest):
     assert [f["fits"] for f in lat["finalists"]] == [False, False, False]
 
 
-def test_demo_latency_stage_prints_its_verdict(tmp_path, capsys):
-    """The demo's latency stage at a small clip: table, search, finalists, verdict."""
+def test_demo_latency_stage_prints_its_verdict(ov_table, tmp_path, capsys, monkeypatch):
+    """The demo's latency stage at a small clip: table, search, finalists, verdict. Its
+    table is the module's, profiled once at the same clip (the demo imports
+    profile_table from e3d_zoo.latency.build when the stage runs, so the patch takes)."""
+    import shutil
+
+    import e3d_zoo.latency.build
     from e3d_eval.demo import run
 
+    copied = []
+
+    def copy_ov_table(path, *, frames, size, **kw):
+        copied.append((frames, size))
+        shutil.copyfile(ov_table, path)
+
+    monkeypatch.setattr(e3d_zoo.latency.build, "profile_table", copy_ov_table)
     res = run(["--out", str(tmp_path), "--stages", "latency", "--latency-clip", "2x96",
                "--latency-candidates", "500"])["latency"]
+    assert copied == [(T, R)]  # the stage's table is the module's, at the same clip
     err = capsys.readouterr().err
     verdict = next(ln for ln in err.splitlines() if ln.startswith("verdict: "))
     assert res["verdict"] in verdict
