@@ -21,8 +21,9 @@ from e3d_zoo.latency.predictor import load_predictor  # noqa: E402
 from e3d_zoo.latency.profile import Loader  # noqa: E402
 from e3d_zoo.search import search  # noqa: E402
 from e3d_zoo.search.budgets import Budgets  # noqa: E402
-from e3d_zoo.search.finalists import (Finalist, LatencyBudgetMissed, check_finalists,  # noqa: E402
-                                     pick_finalists)
+from e3d_zoo.search.finalists import (DEFAULT_STEP, Finalist, LatencyBudgetMissed,  # noqa: E402
+                                     check_finalists, pick_finalists)
+from e3d_zoo.search.space import spec_of  # noqa: E402
 from e3d_zoo.spec import ArchSpec, load_arch  # noqa: E402
 from e3d_zoo.zoo import spec_for  # noqa: E402
 from tiny_arch import make_tiny_spec  # noqa: E402
@@ -111,9 +112,9 @@ def test_best_fitting_finalist_is_chosen_over_a_higher_scoring_misfit(ov_table):
 
 def test_search_measures_its_finalists_and_records_every_figure(ov_table, tmp_path):
     out = tmp_path / "found.json"
+    pred = load_predictor(ov_table)
     res = search(T, R, budgets={"latency_ratio": 1.0, "layers": 83},
-                 latency_predictor=load_predictor(ov_table), finalists=3, accept_nearest=True,
-                 out=out, **FAST)
+                 latency_predictor=pred, finalists=3, accept_nearest=True, out=out, **FAST)
     v = res.latency
     assert v.measured and len(v.finalists) == 3
     ranks = [f.rank for f in v.finalists]
@@ -122,6 +123,12 @@ def test_search_measures_its_finalists_and_records_every_figure(ov_table, tmp_pa
     # the ladder: finalist i is predicted at least i x 2 % under the limit where one is
     for i, f in enumerate(v.finalists):
         assert f.predicted_slack == pytest.approx(1 - f.predicted_ms / v.predicted_limit_ms)
+    # ... picked from the whole final population's predictions, as the search predicts them
+    head_hidden = v.finalists[0].spec.head_hidden
+    predicted = [pred.predict_ms(spec_of(m.candidate, T, R, head_hidden=head_hidden))
+                 for m in res.population]
+    assert [f.predicted_ms for f in v.finalists] == pytest.approx([predicted[r - 1] for r in ranks])
+    assert ranks == [i + 1 for i in pick_finalists(predicted, v.predicted_limit_ms, 3, DEFAULT_STEP)]
     ref_ms = v.reference_measured["ms"]
     for f in v.finalists:  # each fits the prediction; the measurement decides
         assert f.predicted_ms <= v.predicted_limit_ms
