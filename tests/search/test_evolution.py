@@ -16,6 +16,7 @@ from e3d_zoo.search import SearchInterrupted, search
 from e3d_zoo.search.space import spec_of
 from e3d_zoo.spec import load_arch
 from e3d_zoo.zoo import load_zoo_arch
+from testkit import wait_for_file
 
 S_BUDGETS = {"tinynas_flops": 2.0e9, "layers": 83}
 
@@ -94,11 +95,8 @@ def test_sigint_leaves_a_resumable_checkpoint(tmp_path, capsys):
     proc = subprocess.Popen([sys.executable, "-m", "e3d_zoo.cli.search", *args],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while not ckpt.exists():  # the search loop is running once the first checkpoint exists
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.05)
+        # the search loop is running once the first checkpoint exists
+        wait_for_file(ckpt, proc, "the first checkpoint", timeout=120)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
