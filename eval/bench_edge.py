@@ -237,12 +237,19 @@ def stream_runs(exe: Path, video: Path, folder: Path, seconds: float, repeats: i
     return out
 
 
-def stream_ceiling(folder: Path, video: Path, seconds: float, windows: int, quick: bool = False) -> Dict[str, Any]:
+def stream_ceiling(folder: Path, video: Path, seconds: float, windows: int, quick: bool = False,
+                   decoder_resize: bool = False) -> Dict[str, Any]:
     """What e3d-infer's default artifact of ``folder`` could reach here at most (see
-    e3d_eval.bench_pipeline): the machine's peak for its precision, one-thread decoding."""
+    e3d_eval.bench_pipeline): the machine's peak for its precision, one-thread decoding.
+
+    ``decoder_resize``: the measured command runs with ``--decoder-resize``, which
+    converts frames at the model's resize size: the decoding counted here does the same,
+    else the ceiling would count more work than the command does."""
     from e3d_eval.bench_pipeline import decode_core_seconds
     from e3d_runtime.machine import measure_peaks, usable_cores
-    from e3d_runtime.manifest import artifact_entry_for, artifact_precision, load_manifest
+    from e3d_runtime.manifest import (MANIFEST_NAME, artifact_entry_for, artifact_precision,
+                                      load_manifest, preprocess_cfg)
+    from e3d_runtime.video.transforms import EvalTransform
     from e3d_zoo import complexity
     from e3d_zoo.spec import ArchSpec
 
@@ -254,9 +261,13 @@ def stream_ceiling(folder: Path, video: Path, seconds: float, windows: int, quic
     macs = complexity.macs(spec, pre["num_frames"], pre["input_size"][1], num_classes=pre["num_classes"])
     cores = usable_cores()
     peaks = [measure_peaks(cores, precisions=sorted({"fp32", precision}), quick=quick)]
-    decode_s = min(decode_core_seconds(video, pre["frame_stride"]) for _ in range(2))
+    # the size e3d-infer's stream mode hands the decoder (e3d_runtime.video.streaming)
+    short_side = (EvalTransform.from_cfg(preprocess_cfg(pre, str(folder / MANIFEST_NAME))).resize_size
+                  if decoder_resize else None)
+    decode_s = min(decode_core_seconds(video, pre["frame_stride"], short_side) for _ in range(2))
     return {"artifact": key, "file": entry["file"], "precision": precision, "macs_per_window": macs,
-            "peaks": peaks, "decode_only_1thread_cpu_s": decode_s, "cores": cores,
+            "peaks": peaks, "decode_only_1thread_cpu_s": decode_s,
+            "decode_converted_short_side": short_side, "cores": cores,
             "windows": windows, "seconds": seconds}
 
 
@@ -346,7 +357,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                                str(cache))}
     print(f"streaming ({side} environment's e3d-infer) ...", file=sys.stderr)
     stream_runs(bins[side] / "e3d-infer", video, folder, args.seconds, 1, args.infer_arg)  # warm-up: blob cache, page cache
-    ceiling = stream_ceiling(folder, video, args.seconds, 0, quick=args.quick_peaks)
+    ceiling = stream_ceiling(folder, video, args.seconds, 0, quick=args.quick_peaks,
+                             decoder_resize="--decoder-resize" in args.infer_arg)
     variants = {}
     for item in args.variant:
         name, sep, rest = item.partition("=")

@@ -80,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from e3d_zoo import stentr, tinynas_flops
     from e3d_zoo.latency.predictor import LatencyPredictor
-    from e3d_zoo.latency.compare import default_statistic, measure_against
+    from e3d_zoo.latency.compare import DeviceMeasurer
     from e3d_zoo.latency.profile import Loader, profile_keys
     from e3d_zoo.latency.table import iter_keys_of, load_table
     from e3d_zoo.atomic import atomic_write_text
@@ -119,13 +119,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         profile_keys(table, list(iter_keys_of(nets.values(), T, R)), loader, path=table_path,
                      rounds=table.settings.get("rounds", 5),
                      runs_per_round=table.settings.get("runs_per_round", 3))
-    # the re-check: the search's own protocol (E3D-S as 3 instances, shuffled rounds, the
-    # same statistic) in a later session, twice the rounds
+    # the re-check: the search's own measurer (E3D-S as 3 instances, shuffled rounds, the
+    # same statistic; it refuses a table from another device) in a later session, twice
+    # the rounds
     _log("re-check: E3D-S and both found networks end to end, interleaved, another session")
-    with Loader(table.backend, table.threads) as loader:
-        recheck = measure_against(e3d_s, [nets["latency_budget"], nets["flops_budget"]], loader,
-                                  frames=T, size=R, rounds=args.rounds * 2,
-                                  statistic=default_statistic(table.threads))
+    recheck = DeviceMeasurer.for_table(table, rounds=args.rounds * 2).measure(
+        e3d_s, [nets["latency_budget"], nets["flops_budget"]], frames=T, size=R)
     measured = [recheck["reference"]] + recheck["networks"]
     exact = LatencyPredictor(table, statistic=args.statistic, missing="error")
     rows: Dict[str, Any] = {}

@@ -110,13 +110,17 @@ def pipeline_pass(clf, video: Path, hop: float, batch: int,
     return time.perf_counter() - t0, n
 
 
-def decode_core_seconds(video: Path, stride: int) -> float:
+def decode_core_seconds(video: Path, stride: int, short_side: Optional[int] = None) -> float:
     """CPU seconds to decode every frame on one thread, the sampled ones converted to RGB
-    as the pipeline must: the least decoding work a pass over ``video`` needs."""
+    as the pipeline must: the least decoding work a pass over ``video`` needs.
+
+    ``short_side``: convert at that size, as the pipeline does with ``decoder_resize``
+    (FFmpeg scales while it converts: less work than converting at full size, so a
+    ceiling counting the full-size conversion could fall below what it bounds)."""
     from e3d_runtime.video.decode import VideoReader
 
     t0 = time.process_time()
-    with VideoReader(video, threads=1) as r:
+    with VideoReader(video, threads=1, short_side=short_side) as r:
         for _ in r.frames(keep=lambda i, t: i % stride == 0):
             pass
     return time.process_time() - t0

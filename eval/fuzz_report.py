@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -273,8 +274,12 @@ def cli_table(roots: Sequence[Path], env: Dict[str, str], timeout: float,
     of them on one folder would meet each other's lock instead of the bad input."""
     import queue
 
-    runnable = [c for c in CASES if available(c, roots[0])[0]]
-    skipped = [c.id for c in CASES if not available(c, roots[0])[0]]
+    runnable, skipped = [], []
+    for c in CASES:
+        if available(c, roots[0])[0]:
+            runnable.append(c)
+        else:
+            skipped.append(c.id)
     free: "queue.Queue[Path]" = queue.Queue()
     for r in roots:
         free.put(r)
@@ -345,9 +350,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with tempfile.TemporaryDirectory(prefix="e3d-bad-inputs-") as tmp:
             roots = [Path(tmp) / f"job{i}" for i in range(max(1, args.jobs))]
             print("making fixtures ...", file=sys.stderr)
-            for root in roots:
-                root.mkdir()
-                make_fixtures(root)
+            # built once (a search, torch models, ONNX exports, a video), copied to the other
+            # job folders: no fixture file names its folder, so a copy is as good as a build
+            make_fixtures(roots[0])
+            for root in roots[1:]:
+                shutil.copytree(roots[0], root, symlinks=True)
             print(f"running {len(CASES)} CLI cases ...", file=sys.stderr)
             report["cli"] = cli_table(roots, env, args.case_timeout)
         save()

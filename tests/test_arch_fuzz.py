@@ -12,11 +12,9 @@ tests/test_arch_fuzz.py``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import signal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +25,7 @@ from e3d_zoo import ArchSpec, load_arch
 from e3d_zoo.complexity import summary as costs_of
 from e3d_zoo.spec import BLOCK_CLASSES, MAX_NESTING
 from e3d_zoo.zoo import ZOO_MODELS, arch_path
+from testkit import hang_guard
 
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
            HealthCheck.function_scoped_fixture]
@@ -36,7 +35,6 @@ settings.register_profile("e3d-fuzz-nightly", max_examples=10_000, deadline=None
                           suppress_health_check=_HEALTH)
 PROFILE = os.environ.get("E3D_FUZZ_PROFILE", "ci")
 FUZZ = settings.get_profile(f"e3d-fuzz-{PROFILE}")
-HANG_GUARD_S = 30
 
 _BASES = {name: json.loads(arch_path(name).read_text()) for name in ZOO_MODELS}
 _BLOCK_KEYS = ["class", "in", "out", "s", "kt", "k", "L", "btn", "nbitsA", "zz"]
@@ -54,20 +52,6 @@ _json = st.recursive(
                            st.dictionaries(st.sampled_from(_TOP_KEYS + _BLOCK_KEYS) | st.text(max_size=4),
                                            kids, max_size=5)),
     max_leaves=24)
-
-
-@contextlib.contextmanager
-def hang_guard(seconds: int = HANG_GUARD_S):
-    """Fail an example that runs for ``seconds`` (a hang, not a slow run)."""
-    def _raise(signum, frame):
-        raise TimeoutError(f"no answer within {seconds} s")
-    old = signal.signal(signal.SIGALRM, _raise)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _check_total(load) -> None:

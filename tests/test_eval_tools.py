@@ -125,9 +125,11 @@ def test_export_benchmark_rooflines_use_the_measured_peaks(tmp_path, capsys):
     assert r["machine"]["cpu"]["flags"] and r["machine"]["cpu"]["cores"] >= 1
 
 
-def test_edge_benchmark_streams_through_e3d_infer_beside_its_ceiling(tmp_path, capsys):
+@pytest.mark.parametrize("infer_args", [[], ["--infer-arg=--decoder-resize"]])
+def test_edge_benchmark_streams_through_e3d_infer_beside_its_ceiling(tmp_path, capsys, infer_args):
     """e3d-infer as a user runs it (a process, start-up included), the folder's default
-    artifact, and the ceiling of the same machine and video: never below what was achieved."""
+    artifact, and the ceiling of the same machine and video: never below what was achieved.
+    With --decoder-resize the ceiling's decoding converts at the size e3d-infer's does."""
     pytest.importorskip("openvino")
     import json
 
@@ -139,7 +141,7 @@ def test_edge_benchmark_streams_through_e3d_infer_beside_its_ceiling(tmp_path, c
     out = tmp_path / "edge.json"
     assert main(["--only-stream", "--model", str(arch), "--seconds", "2", "--repeats", "1",
                  "--variant", "one_thread=--threads 1", "--quick-peaks", "--workdir", str(tmp_path / "w"),
-                 "--json", str(out)]) == 0
+                 "--json", str(out), *infer_args]) == 0
     r = json.loads(out.read_text())
     s, c = r["stream"], r["stream_ceiling"]
     assert s["environment"] == "full" and s["windows"] >= 2 and len(s["load_avg_1min_per_run"]) == 1
@@ -150,3 +152,33 @@ def test_edge_benchmark_streams_through_e3d_infer_beside_its_ceiling(tmp_path, c
     assert c["fraction_of_ceiling"] == pytest.approx(s["rtf_including_startup"] / c["rtf_ceiling"])
     assert r["verdict"] == c["verdict"] == capsys.readouterr().out.strip().splitlines()[-1]
     assert r["machine"]["cpu"]["cores"] >= 1 and "load_avg_1min_end" in r
+    assert s["extra_args"] == [a.partition("=")[2] for a in infer_args]
+    if infer_args:  # the resize size e3d-infer's stream mode gives the decoder
+        from e3d_runtime.manifest import load_manifest, preprocess_cfg
+        from e3d_runtime.video.transforms import EvalTransform
+
+        (manifest,) = tmp_path.rglob("manifest.json")  # the benchmark's one export
+        size = EvalTransform.from_cfg(preprocess_cfg(load_manifest(manifest.parent)["preprocess"])).resize_size
+        assert c["decode_converted_short_side"] == size < 360  # the video's short side
+    else:
+        assert c["decode_converted_short_side"] is None
+
+
+@pytest.mark.parametrize("stages, says", [("video", "video needs export"),
+                                          ("zoo,export,video", "export needs train")])
+def test_demo_refuses_stages_without_the_stages_they_need(tmp_path, capsys, stages, says):
+    """export reads the train stage's checkpoint and video the export stage's artifact:
+    a selection without them is a usage error up front, not a KeyError mid-demo."""
+    from e3d_eval.demo import NEEDS, STAGES, main
+
+    assert NEEDS["export"] == ("train",) and NEEDS["video"] == ("export",)
+    with pytest.raises(SystemExit) as info:
+        main(["--out", str(tmp_path / "out"), "--stages", stages])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("python -m e3d_eval.demo: error: --stages ") and says in last
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    # every stage's needs come before it in the run order
+    order = [n for n, _ in STAGES]
+    assert all(order.index(d) < order.index(n) for n, ds in NEEDS.items() for d in ds)

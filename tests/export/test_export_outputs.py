@@ -18,6 +18,7 @@ from e3d_export.cli import main
 from e3d_export.manifest import check_manifest
 from e3d_zoo.hub import save_pretrained
 
+from testkit import wait_for_file
 from tiny_arch import tiny_model
 
 _CLI = "import sys; from e3d_export.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -26,14 +27,6 @@ _CLI = "import sys; from e3d_export.cli import main; sys.exit(main(sys.argv[1:])
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()
                   if any(f".{k}." in p.name for k in ("staging", "ready", "old")))
-
-
-def _wait_for(path: Path, proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"exited before {what}: {proc.stderr.read()}"
-        assert time.monotonic() < deadline, f"never got to {what}"
-        time.sleep(0.05)
 
 
 def test_kill_9_at_random_points_never_leaves_a_partial_export(tmp_path, tiny_arch_file):
@@ -45,7 +38,7 @@ def test_kill_9_at_random_points_never_leaves_a_partial_export(tmp_path, tiny_ar
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-c", _CLI, *args], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        _wait_for(tmp_path / ".out.lock.owner", proc, "the export's lock")
+        wait_for_file(tmp_path / ".out.lock.owner", proc, "the export's lock")
         time.sleep(rng.uniform(0.0, 2.0))  # somewhere in staging, verifying or swapping
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
@@ -76,7 +69,7 @@ def test_a_second_export_to_one_out_is_refused_with_the_first_ones_pid(tmp_path,
                               "--clips", "1", "--benchmark", "100000", "--threads", "1"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(tmp_path / ".out.lock.owner", first, "the first export's lock")
+        wait_for_file(tmp_path / ".out.lock.owner", first, "the first export's lock")
         rc = main([str(tiny_arch_file), "--out", str(out), "--no-verify"])
         err = capsys.readouterr().err
         assert rc == 2 and f"in use by pid {first.pid}" in err and "Traceback" not in err

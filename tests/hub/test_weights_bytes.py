@@ -1,7 +1,6 @@
 """Weights files: the same bytes for the same weights, usual permissions, NaN refused."""
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import stat
@@ -16,6 +15,7 @@ from e3d_runtime.errors import HubError, WeightsError
 from e3d_zoo import create_model
 from e3d_zoo.hub import load_weights, parse_hub_id, safetensors_bytes, save_pretrained
 
+from testkit import current_umask, sha256_of
 from tiny_arch import make_tiny_spec
 
 _SAVE = textwrap.dedent("""
@@ -29,16 +29,6 @@ _SAVE = textwrap.dedent("""
 """)
 
 
-def _sha(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def test_save_pretrained_gives_the_same_bytes_in_every_process(tmp_path):
     # safetensors keeps __metadata__ in a Rust HashMap whose order changes per process;
     # four processes would all agree by chance one time in eight without the fix.
@@ -46,11 +36,11 @@ def test_save_pretrained_gives_the_same_bytes_in_every_process(tmp_path):
     outs = [tmp_path / f"run{i}" for i in range(4)]
     for out in outs:
         subprocess.run([sys.executable, "-c", _SAVE, str(out), tests_dir], check=True, timeout=300)
-    digests = {_sha(out / "model.safetensors") for out in outs}
+    digests = {sha256_of(out / "model.safetensors") for out in outs}
     assert len(digests) == 1
     for name in ("model.safetensors", "config.json", "README.md"):
-        assert stat.S_IMODE((outs[0] / name).stat().st_mode) == 0o666 & ~_umask(), name
-    assert stat.S_IMODE(outs[0].stat().st_mode) == 0o777 & ~_umask()
+        assert stat.S_IMODE((outs[0] / name).stat().st_mode) == 0o666 & ~current_umask(), name
+    assert stat.S_IMODE(outs[0].stat().st_mode) == 0o777 & ~current_umask()
 
 
 def test_canonical_bytes_are_a_valid_safetensors_file(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 from e3d_zoo.cli.search import main
+from testkit import wait_for_file
 
 _CLI = "import sys; from e3d_zoo.cli.search import main; sys.exit(main(sys.argv[1:]))"
 
@@ -18,12 +18,8 @@ def test_a_second_search_on_the_same_out_is_refused_while_the_first_runs(tmp_pat
     first = subprocess.Popen([sys.executable, "-c", _CLI, *args, "--candidates", "100000000",
                               "--checkpoint-every", "5000"], stderr=subprocess.PIPE, text=True)
     try:
-        owner = tmp_path / ".s.json.lock.owner"
-        deadline = time.monotonic() + 300
-        while not owner.exists():  # the first one holds the lock once its search loop starts
-            assert first.poll() is None, first.stderr.read()
-            assert time.monotonic() < deadline, "the first search never started"
-            time.sleep(0.2)
+        # the first one holds the lock once its search loop starts
+        wait_for_file(tmp_path / ".s.json.lock.owner", first, "the first search's lock")
         rc = main(args + ["--candidates", "10"])
         err = capsys.readouterr().err
         assert rc == 2 and f"in use by pid {first.pid}" in err and "Traceback" not in err

@@ -1,19 +1,15 @@
 """e3d-train's outputs: reproducible bytes, paths relative to the config, one run per output."""
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 import stat
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 
 from e3d_runtime.errors import OutputInUseError, WeightsError
 from e3d_zoo.train import TrainConfig, load_checkpoint, save_checkpoint, train
+from testkit import current_umask, sha256_of, start_holder
 
 
 @pytest.fixture
@@ -22,19 +18,14 @@ def tiny_cfg(tiny_arch_file, tmp_path):
                        batch_size=8, epochs=1, output=str(tmp_path / "run"), plot=False)
 
 
-def _sha(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_identical_runs_write_identical_weights_with_usual_permissions(tiny_cfg, tmp_path):
     outs = []
     for name in ("a", "b"):
         cfg = tiny_cfg.updated({"output": str(tmp_path / name)}, "test")
         train(cfg, progress=False)
         outs.append(tmp_path / name)
-    assert _sha(outs[0] / "model" / "model.safetensors") == _sha(outs[1] / "model" / "model.safetensors")
-    mask = os.umask(0)
-    os.umask(mask)
+    assert sha256_of(outs[0] / "model" / "model.safetensors") == sha256_of(outs[1] / "model" / "model.safetensors")
+    mask = current_umask()
     for rel in ("model/model.safetensors", "model/config.json", "last.pt", "summary.json", "log.csv"):
         assert stat.S_IMODE((outs[0] / rel).stat().st_mode) == 0o666 & ~mask, rel
 
@@ -62,20 +53,9 @@ def test_relative_paths_in_a_config_file_resolve_against_it(tmp_path, tiny_arch_
     assert TrainConfig.load(registered).model == "e3d_s"  # a name, no such file beside it
 
 
-_HOLD = textwrap.dedent("""
-    import sys
-    from e3d_runtime.atomic import output_lock
-    with output_lock(sys.argv[1]):
-        print("held", flush=True)
-        sys.stdin.readline()
-""")
-
-
 def test_a_second_run_on_the_same_output_is_refused_with_the_first_ones_pid(tiny_cfg):
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD, tiny_cfg.output], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = start_holder("lock", tiny_cfg.output)  # returns once it holds the lock
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(OutputInUseError, match=f"in use by pid {holder.pid}"):
             train(tiny_cfg, progress=False)
     finally:

@@ -13,6 +13,7 @@ from e3d_runtime.video.pipeline import VideoClassifier
 from e3d_runtime.video.writers import encode_video
 from e3d_zoo import create_model
 from e3d_zoo.hub import save_pretrained
+from tiny_arch import tiny_model
 
 from .helpers import make_tiny_spec, moving_bar
 
@@ -23,14 +24,11 @@ e3d_export = pytest.importorskip("e3d_export")
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("artifact")
-    torch.manual_seed(0)
     spec = make_tiny_spec(frames=4, size=32)
-    model = create_model(spec, num_classes=3).eval()
-    e3d_export.randomize_statistics(model, 0)  # trained-like BN statistics: logits of O(1)
+    model = tiny_model(num_classes=3, seed=0, frames=4, size=32)  # trained-like: logits of O(1)
     save_pretrained(model, root / "model", label_names=["left", "right", "still"])
     e3d_export.export_onnx(model, root / "same.onnx", frames=4, size=32)
-    torch.manual_seed(1)
-    other = e3d_export.randomize_statistics(create_model(spec, num_classes=3).eval(), 1)
+    other = tiny_model(num_classes=3, seed=1, frames=4, size=32)
     e3d_export.export_onnx(other, root / "other.onnx", frames=4, size=32)
     spec.save(root / "arch.json")
     encode_video(root / "clip.mp4", moving_bar(16, 32, 48), fps=16)
