@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 
 from ..backends.base import Backend, canonical_backend_name, load_backend
-from ..atomic import read_text_limited
+from ..atomic import parse_json, read_text_limited
 from ..errors import BackendError, ConfigError, DataError, MissingDependencyError
 from .. import machine
 from ..manifest import MANIFEST_NAME, artifact_entry_for, load_manifest, preprocess_cfg
@@ -59,10 +59,7 @@ def load_labels(path: str | os.PathLike) -> List[str]:
     p = Path(path)
     text = read_text_limited(p, 16 << 20, what="label file", error=DataError)
     if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise DataError(f"{p}: not valid JSON ({exc})") from None
+        data = parse_json(text, p, what="label file", error=DataError)
         if isinstance(data, dict):
             try:
                 return [str(data[k]) for k in sorted(data, key=lambda k: int(k))]
