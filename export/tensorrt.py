@@ -30,7 +30,7 @@ import platform
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from e3d_zoo.atomic import atomic_write_bytes, atomic_write_text
+from e3d_zoo.atomic import atomic_write_bytes, atomic_write_text, read_json_limited
 from e3d_zoo.errors import BackendError, ExportError
 from e3d_zoo.runtime.tensorrt_backend import (SUPPORTED_TRT_RANGE, cuda_call, cuda_status, import_cudart,
                                               import_tensorrt, trt_major)
@@ -303,7 +303,4 @@ def read_engine_sidecar(engine_path: str | os.PathLike) -> Mapping[str, Any]:
     path = engine_sidecar_path(engine_path)
     if not path.is_file():
         raise BackendError(f"{engine_path}: its sidecar {path.name} is missing")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise BackendError(f"{path}: not valid JSON: {exc}") from exc
+    return read_json_limited(path, 16 << 20, what="engine sidecar", error=BackendError)

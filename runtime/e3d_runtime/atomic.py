@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Type
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
 
 from .errors import E3DError, OutputError, OutputInUseError
 
@@ -155,15 +155,21 @@ def _make_parent(path: Path, what: str) -> None:
         raise _output_error(path, exc, what) from None
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
+def _temp_beside(path: Path, prefix: str, suffix: str) -> Tuple[int, str]:
+    """A new temporary file in ``path``'s folder (made if missing), to be renamed onto
+    ``path``; its name must match what :func:`remove_stale_temps` recognizes."""
     _make_parent(path, "file")
     if path.is_dir() and not path.is_symlink():
         raise OutputError(f"{path}: is a folder, expected a file path")
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        return tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     except OSError as exc:
         raise _output_error(path, exc) from None
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    fd, tmp = _temp_beside(path, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -192,13 +198,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary name keeps the suffix so format detection by extension works.
     """
     path = Path(path)
-    _make_parent(path, "file")
-    if path.is_dir() and not path.is_symlink():
-        raise OutputError(f"{path}: is a folder, expected a file path")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp.", suffix=path.suffix)
-    except OSError as exc:
-        raise _output_error(path, exc) from None
+    fd, tmp = _temp_beside(path, prefix=f".{path.stem}.tmp.", suffix=path.suffix)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -219,6 +219,8 @@ def remove_stale_temps(folder: str | os.PathLike) -> List[Path]:
     Only safe while the caller holds the folder's lock: a live writer's temporary file
     looks the same.
     """
+    # the names _temp_beside gives: atomic_write_bytes' ".NAME.XXXXXXXX.tmp" and
+    # atomic_path's ".STEM.tmp.XXXXXXXX.SUFFIX" (mkstemp's 8 random characters)
     pattern = re.compile(r"^\..+(\.[A-Za-z0-9_]{8}\.tmp|\.tmp\.[A-Za-z0-9_]{8}(\.[^.]+)?)$")
     removed = []
     with contextlib.suppress(FileNotFoundError):
